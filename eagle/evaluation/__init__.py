@@ -1,0 +1,1 @@
+"""Speed and acceptance evaluation (MT-bench, HumanEval, custom question files)."""

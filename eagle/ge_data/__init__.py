@@ -1,0 +1,1 @@
+"""Data generation for draft-head training (ShareGPT rendering, feature capture)."""

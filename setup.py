@@ -1,0 +1,36 @@
+"""Packaging for the eagle speculative-decoding library.
+
+Core dependencies have loose lower bounds; requirements.txt pins the tested set.
+Training (DeepSpeed), the web UI (Gradio) and the FastChat templates are extras.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="eagle-llm",
+    version="0.1.0",
+    description="Lossless speculative decoding (EAGLE-1/2/3) for Hugging Face decoder models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["eagle", "eagle.*"]),
+    package_data={"eagle": ["data/**/*", "train/configs/*.json", "model/heads/**/*"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.5",
+        "transformers>=5.0",
+        "accelerate>=1.0",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+        "gguf>=0.10",
+    ],
+    extras_require={
+        "train": ["deepspeed>=0.15"],
+        "ui": ["gradio>=5.0"],
+        "eval": ["fschat>=0.2.36"],
+        "all": ["deepspeed>=0.15", "gradio>=5.0", "fschat>=0.2.36"],
+        "dev": ["pytest>=8", "ruff>=0.6"],
+    },
+)
