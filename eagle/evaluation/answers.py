@@ -1,0 +1,125 @@
+"""Answer files: the JSON-lines record of what a method generated and how long it took.
+
+One line per question (spec section 8)::
+
+    {"question_id": 81, "model_id": "smollm2-eagle", "tstamp": 1718000000.0,
+     "choices": [{"index": 0, "turns": ["...", "..."], "idxs": [41, 37],
+                  "new_tokens": [120, 98], "wall_time": [2.31, 1.97]}]}
+
+Per turn: ``turns`` is the decoded answer, ``new_tokens`` the generated tokens (stopping at the
+first EOS, which counts; nothing after it), ``idxs`` the target forward passes (prefill
+included, so τ = new_tokens / idxs and plain decoding has idxs == new_tokens) and ``wall_time``
+the seconds the generation took. Files are appended one line at a time, so an interrupted run
+resumes by skipping the question ids already present.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PER_TURN_FIELDS = ("turns", "idxs", "new_tokens", "wall_time")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One sampled conversation for a question: parallel per-turn lists."""
+
+    index: int
+    turns: list[str]
+    idxs: list[int]
+    new_tokens: list[int]
+    wall_time: list[float]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer-file line."""
+
+    question_id: int | str
+    model_id: str
+    choices: list[Choice]
+    tstamp: float
+
+
+def make_answer(question_id: int | str, model_id: str, choices: list[Choice]) -> Answer:
+    """An answer stamped with the current time."""
+    return Answer(question_id, model_id, choices, time.time())
+
+
+def append_answer(path: Path, answer: Answer) -> None:
+    """Append one answer as a single line and flush it, creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(answer), ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def read_answers(path: Path) -> dict[int | str, Answer]:
+    """Read and validate an answer file, keyed by question id.
+
+    Raises ``ValueError`` naming the file and line for malformed JSON, missing fields,
+    per-turn lists of different lengths, negative counts or a question id that appears twice.
+    """
+    if not path.is_file():
+        raise ValueError(f"answer file {path} does not exist")
+    answers: dict[int | str, Answer] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        answer = _parse_answer(line, f"{path}, line {number}")
+        if answer.question_id in answers:
+            raise ValueError(f"{path}, line {number}: question_id {answer.question_id!r} repeats")
+        answers[answer.question_id] = answer
+    return answers
+
+
+def answered_ids(path: Path, model_id: str) -> set[int | str]:
+    """Question ids already answered in ``path`` (empty when it does not exist yet).
+
+    Raises ``ValueError`` when the file holds answers of another model id, so two runs are
+    never mixed in one file.
+    """
+    if not path.exists():
+        return set()
+    answers = read_answers(path)
+    others = sorted({a.model_id for a in answers.values()} - {model_id})
+    if others:
+        raise ValueError(
+            f"answer file {path} holds answers of model_id {others}, not {model_id!r}: "
+            "pass another --answer-file or the same --model-id to resume it"
+        )
+    return set(answers)
+
+
+def _parse_answer(line: str, where: str) -> Answer:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error}); delete the broken line") from error
+    missing = [k for k in ("question_id", "model_id", "choices") if k not in record]
+    if missing or not isinstance(record["choices"], list) or not record["choices"]:
+        raise ValueError(f"{where}: an answer needs question_id, model_id and non-empty choices")
+    choices = [_parse_choice(c, where) for c in record["choices"]]
+    return Answer(record["question_id"], record["model_id"], choices, record.get("tstamp", 0.0))
+
+
+def _parse_choice(record: dict, where: str) -> Choice:
+    missing = [k for k in PER_TURN_FIELDS if not isinstance(record.get(k), list)]
+    if missing:
+        raise ValueError(f"{where}: a choice needs the lists {', '.join(missing)}")
+    lengths = {k: len(record[k]) for k in PER_TURN_FIELDS}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{where}: per-turn lists differ in length: {lengths}")
+    counts = [*record["idxs"], *record["new_tokens"], *record["wall_time"]]
+    if any(not isinstance(v, int | float) or v < 0 for v in counts):
+        raise ValueError(f"{where}: idxs, new_tokens and wall_time must be numbers >= 0")
+    return Choice(
+        index=int(record.get("index", 0)),
+        turns=list(record["turns"]),
+        idxs=[int(v) for v in record["idxs"]],
+        new_tokens=[int(v) for v in record["new_tokens"]],
+        wall_time=[float(v) for v in record["wall_time"]],
+    )

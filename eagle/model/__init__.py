@@ -1,0 +1,1 @@
+"""EAGLE models: the target adapter, draft heads, trees, verification and the decode loop."""

@@ -1,0 +1,200 @@
+"""``EaModel``: the public facade with the original EAGLE API.
+
+    model = EaModel.from_pretrained(base_model_path=..., ea_model_path=..., total_token=60,
+                                    depth=7, top_k=10, dtype=torch.bfloat16)
+    ids = model.eagenerate(input_ids, temperature=0.0, max_new_tokens=512)
+    ids, new_token, idx = model.eagenerate(input_ids, log=True)  # tau = new_token / (idx + 1)
+
+``eagenerate``/``naivegenerate`` and their streaming forms ``ea_generate``/``naive_generate`` are
+thin wrappers around ``generate.decode``; they differ only in the proposer they pass. The head
+variant (EAGLE-1 or EAGLE-3) is detected from the checkpoint; ``use_eagle3`` is checked against
+it. ``tree_choices`` (a list of rank paths or a preset name) selects an EAGLE-1 static tree
+instead of the EAGLE-2 dynamic tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from eagle.model import presets
+from eagle.model.checkpoint import load_head
+from eagle.model.draft import DynamicTree, EagleDrafter
+from eagle.model.draft_head import DraftHead, TargetParts
+from eagle.model.generate import PlainProposer, SectionTimer, StepResult, decode
+from eagle.model.target import TargetModel
+from eagle.model.tree import StaticTree
+from eagle.model.verify import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EaModel(nn.Module):
+    """A target model, a draft head and a tokenizer, with EAGLE and plain generation."""
+
+    def __init__(
+        self,
+        target: TargetModel,
+        head: DraftHead,
+        tokenizer=None,
+        tree: DynamicTree | StaticTree | None = None,
+        eos_ids: set[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_model = target.model
+        self.ea_layer = head
+        self.target = target
+        self.tokenizer = tokenizer
+        layers = head.config.default_feature_layers(target.num_layers)
+        self.drafter = EagleDrafter(head, tree or DynamicTree(), layers)
+        self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model_path: str,
+        ea_model_path: str,
+        total_token: int = 60,
+        depth: int = 7,
+        top_k: int = 10,
+        threshold: float = 1.0,
+        use_eagle3: bool | None = None,
+        tree_choices: list[list[int]] | str | None = None,
+        **kwargs,
+    ) -> EaModel:
+        """Load the target (``kwargs`` go to its ``from_pretrained``) and the head.
+
+        total_token=-1 measures verification cost and acceptance on this device and picks the
+        tree size (see ``autotune``). ``threshold`` is accepted for compatibility and unused.
+        """
+        from transformers import AutoTokenizer
+
+        del threshold
+        target = TargetModel.from_pretrained(base_model_path, **kwargs)
+        parts = TargetParts(target.embed_tokens, target.lm_head)
+        head = load_head(ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device)
+        tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+        auto = total_token == -1
+        tree = make_tree(tree_choices, 60 if auto else total_token, depth, top_k)
+        model = cls(target, head, tokenizer, tree)
+        if auto:
+            from eagle.model.autotune import choose_total_token
+
+            model.set_tree(choose_total_token(model, depth=depth, top_k=top_k))
+        return model
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    @property
+    def tree(self) -> DynamicTree | StaticTree:
+        return self.drafter.tree
+
+    def set_tree(self, tree: DynamicTree | StaticTree) -> None:
+        self.drafter = EagleDrafter(self.ea_layer, tree, self.drafter.feature_layers)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate_steps(
+        self,
+        input_ids: Tensor,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        top_k: float = 0.0,
+        max_new_tokens: int = 512,
+        max_length: int = 2048,
+        use_draft: bool = True,
+        generator: torch.Generator | None = None,
+        timer: SectionTimer | None = None,
+    ) -> Iterator[StepResult]:
+        """The decode loop's steps: ids so far, token and step counts, accepted drafts."""
+        params = SamplingParams(float(temperature), float(top_p), int(top_k))
+        proposer = self.drafter if use_draft else PlainProposer()
+        with torch.inference_mode():
+            yield from decode(
+                self.target, proposer, input_ids, params, max_new_tokens, max_length,
+                self.eos_ids, generator, timer,
+            )  # fmt: skip
+
+    def _run(self, log: bool, **kwargs):
+        last = None
+        for last in self.generate_steps(**kwargs):  # noqa: B007 - the last step is the result
+            pass
+        return (last.ids, last.new_tokens, last.steps - 1) if log else last.ids
+
+    def eagenerate(
+        self,
+        input_ids: Tensor,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        top_k: float = 0.0,
+        max_new_tokens: int = 512,
+        max_length: int = 2048,
+        log: bool = False,
+        is_llama3: bool = False,
+        **kwargs,
+    ):
+        """EAGLE generation. Returns ids [1, L], or (ids, new_token, idx) with ``log=True``."""
+        del is_llama3  # every EOS id of the tokenizer and generation config is used anyway
+        return self._run(
+            log, input_ids=input_ids, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_new_tokens=max_new_tokens, max_length=max_length, use_draft=True, **kwargs,
+        )  # fmt: skip
+
+    def naivegenerate(
+        self,
+        input_ids: Tensor,
+        temperature: float = 0.0,
+        top_p: float = 0.0,
+        top_k: float = 0.0,
+        max_new_tokens: int = 512,
+        max_length: int = 2048,
+        log: bool = False,
+        is_llama3: bool = False,
+        **kwargs,
+    ):
+        """Plain decoding through the same target calls and cache (the speed baseline)."""
+        del is_llama3
+        return self._run(
+            log, input_ids=input_ids, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_new_tokens=max_new_tokens, max_length=max_length, use_draft=False, **kwargs,
+        )  # fmt: skip
+
+    def ea_generate(self, input_ids: Tensor, **kwargs) -> Iterator[Tensor]:
+        """Streaming EAGLE generation: yields the growing ids [1, L] after every step."""
+        kwargs.pop("is_llama3", None)
+        kwargs.pop("log", None)
+        for step in self.generate_steps(input_ids, use_draft=True, **kwargs):
+            yield step.ids
+
+    def naive_generate(self, input_ids: Tensor, **kwargs) -> Iterator[Tensor]:
+        """Streaming plain decoding: yields the growing ids [1, L] after every token."""
+        kwargs.pop("is_llama3", None)
+        kwargs.pop("log", None)
+        for step in self.generate_steps(input_ids, use_draft=False, **kwargs):
+            yield step.ids
+
+
+def make_tree(
+    tree_choices: list[list[int]] | str | None, total_token: int, depth: int, top_k: int
+) -> DynamicTree | StaticTree:
+    if tree_choices is None:
+        return DynamicTree(total_token=total_token, depth=depth, top_k=top_k)
+    if isinstance(tree_choices, str):
+        return StaticTree.from_paths(presets.static_tree(tree_choices))
+    return StaticTree.from_paths(tree_choices)
+
+
+def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:
+    """Every end-of-sequence id of the generation config and the tokenizer."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for source in (getattr(config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(int(i) for i in source)
+    return ids

@@ -1,0 +1,233 @@
+"""The one module that reaches into transformers: the target model adapter.
+
+Any decoder-only ``AutoModelForCausalLM`` is driven through public hooks only:
+
+- a 4D attention mask ``[1, 1, N, past + N]`` for tree verification (bool for sdpa, additive
+  float for eager, whose bool handling is silently wrong);
+- explicit ``position_ids`` (tree node position = committed length + depth);
+- a ``DynamicCache`` whose per-layer key/value tensors are compacted to the accepted path;
+- ``output_hidden_states`` for the draft features (EAGLE-1: the post-norm last state,
+  ``hidden_states[-1]``; EAGLE-3: three intermediate states concatenated).
+
+Attention implementations that cannot take a tensor tree mask (flex, flash) are converted to
+sdpa at load time with a warning; models that still ignore the mask are caught by a probe that
+compares a tree forward with sequential forwards, so the failure is an error, never wrong text.
+Sliding-window attention is only correct while the whole sequence fits in the window, so the
+adapter reports that window as a context limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
+class UnsupportedTargetError(ValueError):
+    """The target model cannot be verified with tree attention."""
+
+
+@dataclass(frozen=True)
+class TargetOutput:
+    logits: Tensor  # [N, V] float
+    features: Tensor | None  # [N, F] in the model dtype, None when no layers were asked for
+
+
+class TargetModel:
+    """A causal LM wrapped for tree verification. Owns no decoding state: caches are arguments."""
+
+    def __init__(self, model: PreTrainedModel, check_tree_attention: bool = True) -> None:
+        config = model.config
+        if getattr(config, "is_encoder_decoder", False):
+            raise UnsupportedTargetError(
+                "encoder-decoder models are not supported; use a decoder-only LM"
+            )
+        self.model = model.eval()
+        self._ensure_mask_capable_attention()
+        self.num_layers = int(config.num_hidden_layers)
+        self.context_limit = _sliding_window(config)
+        self.accepts_logits_to_keep = "logits_to_keep" in _forward_parameters(model)
+        if check_tree_attention:
+            self.check_tree_attention()
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs) -> TargetModel:
+        if "torch_dtype" in kwargs:
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
+        return cls(AutoModelForCausalLM.from_pretrained(path, **kwargs))
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def attention(self) -> str:
+        return self.model.config._attn_implementation
+
+    @property
+    def embed_tokens(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.lm_head.weight.shape[0])
+
+    # -- forward passes -----------------------------------------------------------------------
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.config)
+
+    def prefill(
+        self, input_ids: Tensor, cache: DynamicCache, feature_layers: tuple[int, ...] | None
+    ) -> TargetOutput:
+        """Causal forward of the prompt [1, n]. Logits of the last position only [1, V]."""
+        extra = {"logits_to_keep": 1} if self.accepts_logits_to_keep else {}
+        out = self.model(
+            input_ids=input_ids,
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=feature_layers is not None,
+            **extra,
+        )
+        return TargetOutput(out.logits[0, -1:].float(), _features(out, feature_layers))
+
+    def forward_tree(
+        self,
+        tokens: Tensor,
+        depth: Tensor,
+        tree_mask: Tensor,
+        cache: DynamicCache,
+        past_length: int,
+        feature_layers: tuple[int, ...] | None,
+    ) -> TargetOutput:
+        """One forward of N tree nodes after ``past_length`` cached positions.
+
+        tokens [N], depth [N], tree_mask [N, N] bool ancestor-or-self. Returns logits [N, V] and
+        features [N, F]; the cache grows by N rows (compact it with ``keep``).
+        """
+        n = tokens.shape[0]
+        visible = torch.ones(n, past_length + n, dtype=torch.bool, device=tokens.device)
+        visible[:, past_length:] = tree_mask
+        out = self.model(
+            input_ids=tokens[None],
+            position_ids=(past_length + depth)[None],
+            attention_mask=self._as_model_mask(visible),
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=feature_layers is not None,
+        )
+        return TargetOutput(out.logits[0].float(), _features(out, feature_layers))
+
+    def _as_model_mask(self, visible: Tensor) -> Tensor:
+        """bool [N, K] -> the 4D mask [1, 1, N, K] this attention implementation expects."""
+        if self.attention == "eager":
+            blocked = torch.finfo(self.dtype).min
+            return torch.zeros(visible.shape, dtype=self.dtype, device=visible.device).masked_fill(
+                ~visible, blocked
+            )[None, None]
+        return visible[None, None]
+
+    @staticmethod
+    def keep(cache: DynamicCache, past_length: int, nodes: Tensor) -> None:
+        """Compact the cache to the prefix plus the given tree nodes [A] (in order)."""
+        rows = past_length + nodes
+        end = past_length + nodes.shape[0]
+        for layer in cache.layers:
+            layer.keys = _gather_rows(layer.keys, rows, past_length, end)
+            layer.values = _gather_rows(layer.values, rows, past_length, end)
+
+    # -- load-time checks ---------------------------------------------------------------------
+
+    def _ensure_mask_capable_attention(self) -> None:
+        impl = self.attention
+        if impl in MASKED_ATTENTION:
+            return
+        logger.warning(
+            "attention implementation %r cannot take a tensor tree mask; switching the target to "
+            "'sdpa' (supported: %s)",
+            impl,
+            ", ".join(MASKED_ATTENTION),
+        )
+        try:
+            self.model.set_attn_implementation("sdpa")
+        except Exception as err:  # the model has no sdpa path
+            raise UnsupportedTargetError(
+                f"attention implementation {impl!r} cannot verify draft trees and the model cannot "
+                f"switch to sdpa ({err}); load it with attn_implementation='sdpa' or 'eager'"
+            ) from err
+
+    @torch.inference_mode()
+    def check_tree_attention(self) -> None:
+        """Probe: a 3-node tree (root, two children) must match two sequential forwards."""
+        device = self.device
+        vocab = self.vocab_size
+        a, b, c = (torch.tensor([i % vocab], device=device) for i in (1, 2, 3))
+        tree_tokens = torch.cat((a, b, c))
+        depth = torch.tensor([0, 1, 1], device=device)
+        mask = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
+        tree = self.forward_tree(tree_tokens, depth, mask, self.new_cache(), 0, None).logits
+        sequential = self.model(input_ids=torch.cat((a, c))[None]).logits[0, -1].float()
+        scale = sequential.abs().max().clamp(min=1.0)
+        tolerance = 1e-3 if self.dtype == torch.float32 else 5e-2
+        if ((tree[2] - sequential).abs().max() / scale) > tolerance:
+            raise UnsupportedTargetError(
+                f"{type(self.model).__name__} with attention {self.attention!r} ignores custom 4D "
+                "attention masks, so tree verification would be wrong; try attn_implementation='sdpa'"
+            )
+
+
+def _gather_rows(x: Tensor, rows: Tensor, start: int, end: int) -> Tensor:
+    """x [B, H, L, D]: rows ``rows`` moved to start..end, everything after end dropped."""
+    x[:, :, start:end] = x.index_select(2, rows)
+    return x[:, :, :end]
+
+
+def _features(out, feature_layers: tuple[int, ...] | None) -> Tensor | None:
+    if feature_layers is None:
+        return None
+    states = out.hidden_states
+    return torch.cat([states[i][0] for i in feature_layers], dim=-1)
+
+
+def _sliding_window(config) -> int | None:
+    """The attention window if any layer uses one (the model is exact only inside it)."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
+
+
+def _forward_parameters(model: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
