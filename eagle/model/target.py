@@ -49,7 +49,7 @@ class TargetModel:
             raise UnsupportedTargetError(
                 "encoder-decoder models are not supported; use a decoder-only LM"
             )
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # the target is never trained here
         self._ensure_mask_capable_attention()
         self.num_layers = int(config.num_hidden_layers)
         self.context_limit = _sliding_window(config)
