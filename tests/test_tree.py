@@ -44,15 +44,16 @@ def test_dynamic_selection_keeps_the_best_candidates_in_generation_order():
     scores = torch.tensor([-0.1, -0.5, -2.0, -0.3, -1.0, -0.6])
     tokens = torch.tensor([10, 11, 12, 13, 14, 15])
     parents = torch.tensor([-1, -1, -1, 0, 0, 1])
-    kept_tokens, kept_parents = select_dynamic_tree(scores, tokens, parents, 4)
+    kept_tokens, kept_parents, ranks = select_dynamic_tree(scores, tokens, parents, 4)
     assert kept_tokens.tolist() == [10, 11, 13, 15]  # a, b, a1, b1
     assert kept_parents.tolist() == [0, 0, 1, 2]  # a1 under node 1 (a), b1 under node 2 (b)
+    assert ranks.tolist() == [0, 2, 1, 3]  # by score: a -0.1, a1 -0.3, b -0.5, b1 -0.6
 
 
 def test_dynamic_selection_is_ancestor_closed_on_ties():
     scores = torch.tensor([0.0, -1.0, 0.0, 0.0])  # a child with log-prob 0 ties its parent
     parents = torch.tensor([-1, -1, 0, 2])
-    kept_tokens, kept_parents = select_dynamic_tree(scores, torch.arange(4), parents, 3)
+    kept_tokens, kept_parents, _ = select_dynamic_tree(scores, torch.arange(4), parents, 3)
     assert kept_tokens.tolist() == [0, 2, 3]
     assert kept_parents.tolist() == [0, 1, 2]
 
@@ -130,7 +131,7 @@ def test_dynamic_drafting_matches_a_node_by_node_reference(variant):
         state = drafter.start()
         drafter.propose(state, features[:5], next_tokens[:5])  # a first round fills the cache
         tree = drafter.propose(state, features[5:], next_tokens[5:])  # catch-up + tree
-        ref_tokens, ref_parents = _reference_dynamic_tree(head, features, next_tokens, settings)
+        ref_tokens, ref_parents, _ = _reference_dynamic_tree(head, features, next_tokens, settings)
     assert tree.tokens[0] == next_tokens[-1]
     assert tree.tokens[1:].tolist() == ref_tokens.tolist()
     assert tree.parents[1:].tolist() == ref_parents.tolist()

@@ -105,11 +105,13 @@ class EagleDrafter:
         hidden, logits = self._catch_up(state, features, next_tokens)
         root = next_tokens[-1:]
         if isinstance(self.tree, DynamicTree):
-            tokens, parents = self._grow_dynamic(state, hidden, logits)
+            tokens, parents, rank = self._grow_dynamic(state, hidden, logits)
+            minus_one = parents.new_full((1,), -1)
             return build_tree(
                 torch.cat((root, tokens)),
-                torch.cat((parents.new_full((1,), -1), parents)),
+                torch.cat((minus_one, parents)),
                 self.max_tree_depth,
+                torch.cat((minus_one, rank)),
             )
         tokens = self._fill_static(state, hidden, logits, root)
         tree = self.tree
@@ -165,7 +167,7 @@ class EagleDrafter:
 
     def _grow_dynamic(
         self, state: DraftState, hidden: Tensor, logits: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         k = self.tree.top_k
         log_probs = torch.log_softmax(logits, dim=-1)
         scores, draft_ids = torch.topk(log_probs, k)

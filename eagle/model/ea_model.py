@@ -51,6 +51,7 @@ class EaModel(nn.Module):
         layers = head.config.default_feature_layers(target.num_layers)
         self.drafter = EagleDrafter(head, tree or DynamicTree(), layers)
         self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
+        self.tree_choice = None  # the measurements behind total_token=-1, when it was used
 
     @classmethod
     def from_pretrained(
@@ -83,7 +84,8 @@ class EaModel(nn.Module):
         if auto:
             from eagle.model.autotune import choose_total_token
 
-            model.set_tree(choose_total_token(model, depth=depth, top_k=top_k))
+            model.tree_choice = choose_total_token(model, depth=depth, top_k=top_k)
+            model.set_tree(DynamicTree(model.tree_choice.total_token, depth, top_k))
         return model
 
     def get_tokenizer(self):

@@ -34,6 +34,7 @@ class StepResult:
     steps: int  # target forward passes so far (prefill included)
     accepted: int  # drafted tokens accepted in this step (0 for the prefill)
     finished: bool
+    accepted_ranks: Tensor | None = None  # [accepted] score ranks of the accepted nodes
 
 
 class Proposer(Protocol):
@@ -155,8 +156,9 @@ def decode(
             if out.features is not None:
                 features = out.features[result.path]
             next_tokens = emitted
+        ranks = None if tree.rank is None else tree.rank[result.path[1:]]
         yield StepResult(
-            ids[:, : prompt + new_tokens], new_tokens, steps, result.num_accepted, finished
+            ids[:, : prompt + new_tokens], new_tokens, steps, result.num_accepted, finished, ranks
         )
         if finished:
             return

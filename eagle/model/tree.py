@@ -26,6 +26,7 @@ class TreeBuffers:
     mask: Tensor  # [T, T] bool, mask[i, j] = node j is node i or one of its ancestors
     depth: Tensor  # [T] long, root = 0
     max_depth: int  # an upper bound of depth, known without reading the tensor
+    rank: Tensor | None = None  # [T] dynamic trees: score rank of each drafted node, root -1
 
     @property
     def size(self) -> int:
@@ -46,11 +47,13 @@ def ancestor_mask(parents: Tensor, max_depth: int) -> Tensor:
     return mask
 
 
-def build_tree(tokens: Tensor, parents: Tensor, max_depth: int) -> TreeBuffers:
+def build_tree(
+    tokens: Tensor, parents: Tensor, max_depth: int, rank: Tensor | None = None
+) -> TreeBuffers:
     """Tree buffers from tokens [T] and parents [T]; max_depth bounds the deepest node's depth."""
     mask = ancestor_mask(parents, max_depth)
     depth = mask.sum(dim=1) - 1
-    return TreeBuffers(tokens, parents, mask, depth, max_depth)
+    return TreeBuffers(tokens, parents, mask, depth, max_depth, rank)
 
 
 def tree_paths(tree: TreeBuffers) -> Tensor:
@@ -68,7 +71,7 @@ def tree_paths(tree: TreeBuffers) -> Tensor:
 
 def select_dynamic_tree(
     scores: Tensor, tokens: Tensor, parents: Tensor, num_drafted: int
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Keep the best ``num_drafted`` candidates of an EAGLE-2 expansion.
 
     scores [C] cumulative log-probabilities, tokens [C], parents [C] (candidate index of the
@@ -76,8 +79,9 @@ def select_dynamic_tree(
     its children). A child never scores above its parent, so a stable sort by score keeps the
     selection ancestor-closed even on ties.
 
-    Returns tokens [N] and parents [N] of the drafted nodes as tree nodes 1..N (parent node
-    index, 0 = root), in generation order.
+    Returns tokens [N], parents [N] (parent node index, 0 = root) and score ranks [N] of the
+    drafted nodes as tree nodes 1..N, in generation order. A tree of the best M < N candidates
+    is exactly the nodes of rank < M (used to predict acceptance of smaller trees).
     """
     n = min(num_drafted, scores.shape[0])
     best = torch.sort(scores, descending=True, stable=True).indices[:n]
@@ -86,7 +90,9 @@ def select_dynamic_tree(
     node_of[keep] = torch.arange(1, n + 1, device=scores.device)
     kept_parents = parents[keep]
     tree_parents = torch.where(kept_parents < 0, 0, node_of[kept_parents.clamp(min=0)])
-    return tokens[keep], tree_parents
+    rank_of = torch.empty_like(parents)
+    rank_of[best] = torch.arange(n, device=scores.device)
+    return tokens[keep], tree_parents, rank_of[keep]
 
 
 @dataclass(frozen=True)
