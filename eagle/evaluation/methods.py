@@ -1,0 +1,227 @@
+"""Decoding methods timed by the evaluation, behind one small interface.
+
+- ``eagle``: ``EaModel.eagenerate`` (speculative decoding with the draft head).
+- ``baseline``: ``EaModel.naivegenerate`` (one token per step through the same target and cache).
+- ``hf_generate``: ``transformers`` ``generate()``, a reference point.
+- ``hf_prompt_lookup``: ``generate(prompt_lookup_num_tokens=N)``, a draft-free reference point.
+
+Every method returns the generated ids cut after the first EOS (which counts) by the same
+function, so all answer files count tokens identically. Target steps are the model's own count
+for EaModel (``idx + 1``) and the number of target forward calls for ``generate()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
+EA_METHODS = ("eagle", "baseline")
+GREEDY_TEMPERATURE = 1e-5
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Generation settings shared by all methods (temperature <= 1e-5 means greedy)."""
+
+    temperature: float = 0.0
+    top_p: float = 0.0
+    max_new_tokens: int = 1024
+    max_length: int = 2048
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one generation produced: ids after the prompt and target forward passes."""
+
+    tokens: list[int]
+    steps: int
+
+
+class Method(Protocol):
+    """A decoding method: prompt ids in, a ``Generation`` out."""
+
+    device: torch.device
+
+    def generate(self, prompt: list[int], settings: Settings) -> Generation: ...
+
+
+def cut_at_eos(tokens: list[int], eos_ids: frozenset[int]) -> list[int]:
+    """Tokens up to and including the first EOS id; everything after it is dropped."""
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: position + 1]
+    return tokens
+
+
+class EaMethod:
+    """``eagle`` or ``baseline``: one of EaModel's generation functions with ``log=True``."""
+
+    def __init__(self, ea_model: Any, name: str, eos_ids: frozenset[int]) -> None:
+        if name not in EA_METHODS:
+            raise ValueError(f"EaMethod name must be one of {EA_METHODS}, got {name!r}")
+        self._generate: Callable[..., Any] = (
+            ea_model.eagenerate if name == "eagle" else ea_model.naivegenerate
+        )
+        self.device = ea_model.base_model.device
+        self._eos_ids = eos_ids
+
+    def generate(self, prompt: list[int], settings: Settings) -> Generation:
+        """Generate with EaModel; steps = idx + 1 (the prefill counts as one)."""
+        input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        output, _, idx = self._generate(
+            input_ids,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=0.0,
+            max_new_tokens=settings.max_new_tokens,
+            max_length=settings.max_length,
+            log=True,
+        )
+        tokens = cut_at_eos(output[0, len(prompt) :].tolist(), self._eos_ids)
+        return Generation(tokens, int(idx) + 1)
+
+
+class HFGenerateMethod:
+    """``transformers`` ``generate()``, optionally with prompt lookup decoding."""
+
+    def __init__(
+        self, model: torch.nn.Module, eos_ids: frozenset[int], prompt_lookup: int | None = None
+    ) -> None:
+        self._model = model
+        self._eos_ids = eos_ids
+        self._prompt_lookup = prompt_lookup
+        self.device = model.device
+
+    def generate(self, prompt: list[int], settings: Settings) -> Generation:
+        """Generate with ``generate()``; steps = the target's forward calls."""
+        room = settings.max_length - len(prompt)
+        if room <= 0:
+            raise ValueError(f"prompt of {len(prompt)} tokens leaves no room under max_length")
+        input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        with _count_forward_calls(self._model) as calls:
+            output = self._model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=min(settings.max_new_tokens, room),
+                eos_token_id=sorted(self._eos_ids),
+                pad_token_id=min(self._eos_ids) if self._eos_ids else 0,
+                prompt_lookup_num_tokens=self._prompt_lookup,
+                **_sampling_kwargs(settings),
+            )
+        tokens = cut_at_eos(output[0, len(prompt) :].tolist(), self._eos_ids)
+        return Generation(tokens, calls[0])
+
+
+@contextmanager
+def _count_forward_calls(model: torch.nn.Module) -> Iterator[list[int]]:
+    """Count the model's forward calls inside the block (a one-element list)."""
+    calls = [0]
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    handle = model.register_forward_hook(count)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def _sampling_kwargs(settings: Settings) -> dict[str, Any]:
+    """HF sampling flags with EaModel's meaning: top_p outside (0, 1) and top_k are off."""
+    if settings.temperature <= GREEDY_TEMPERATURE:
+        return {"do_sample": False}
+    top_p = settings.top_p if 0.0 < settings.top_p < 1.0 else 1.0
+    return {"do_sample": True, "temperature": settings.temperature, "top_p": top_p, "top_k": 0}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the models come from and how to load them."""
+
+    base_model_path: str
+    ea_model_path: str | None = None
+    total_token: int = 60
+    depth: int = 7
+    top_k: int = 10
+    dtype: str = "float32"
+    device: str = "auto"
+    prompt_lookup_tokens: int = 10
+
+
+def build_methods(names: list[str], config: ModelConfig) -> tuple[dict[str, Method], Any]:
+    """Load the models once and return ``{name: method}`` and the tokenizer.
+
+    With a draft head path the target is loaded through ``EaModel`` and ``generate()`` methods
+    run on its ``base_model`` (the same weights); without one only ``hf_*`` methods can run.
+    Every method counts tokens up to the first of the stop ids EaModel's decode loop uses.
+    """
+    check_methods(names, config)
+    from eagle.model.ea_model import collect_eos_ids
+
+    if config.ea_model_path is not None:
+        ea_model = _load_ea_model(config)
+        target, tokenizer = ea_model.base_model, ea_model.tokenizer
+        eos_ids = frozenset(ea_model.eos_ids)
+    else:
+        ea_model, (target, tokenizer) = None, _load_target(config)
+        eos_ids = frozenset(collect_eos_ids(target, tokenizer))
+    methods: dict[str, Method] = {}
+    for name in names:
+        if name in EA_METHODS:
+            methods[name] = EaMethod(ea_model, name, eos_ids)
+        else:
+            lookup = config.prompt_lookup_tokens if name == "hf_prompt_lookup" else None
+            methods[name] = HFGenerateMethod(target, eos_ids, lookup)
+    return methods, tokenizer
+
+
+def check_methods(names: list[str], config: ModelConfig) -> None:
+    """Raise ValueError for unknown methods, a missing head path, a bad dtype or device."""
+    unknown = sorted(set(names) - set(METHOD_NAMES))
+    if unknown:
+        raise ValueError(f"unknown --method {unknown}; choose from {', '.join(METHOD_NAMES)}")
+    if config.ea_model_path is None and set(names) & set(EA_METHODS):
+        raise ValueError("--ea-model-path is required by the eagle and baseline methods")
+    _load_kwargs(config)
+
+
+def _load_kwargs(config: ModelConfig) -> dict[str, Any]:
+    if config.dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {config.dtype!r}; choose from {', '.join(DTYPES)}")
+    if config.device not in DEVICES:
+        raise ValueError(f"unknown --device {config.device!r}; choose from {', '.join(DEVICES)}")
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    device_map = {"cpu": None, "cuda": "cuda", "auto": "auto" if has_cuda else None}
+    return {"dtype": DTYPES[config.dtype], "device_map": device_map[config.device]}
+
+
+def _load_ea_model(config: ModelConfig) -> Any:
+    from eagle.model.ea_model import EaModel
+
+    model = EaModel.from_pretrained(
+        base_model_path=config.base_model_path,
+        ea_model_path=config.ea_model_path,
+        total_token=config.total_token,
+        depth=config.depth,
+        top_k=config.top_k,
+        **_load_kwargs(config),
+    )
+    return model.eval()
+
+
+def _load_target(config: ModelConfig) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = _load_kwargs(config)
+    model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
+    return model.eval(), AutoTokenizer.from_pretrained(config.base_model_path)

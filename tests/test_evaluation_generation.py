@@ -1,0 +1,250 @@
+"""Answer generation: chat prompts, EOS counting, resumption, and end-to-end smoke runs.
+
+The smoke runs build a tiny random Llama target with a byte-level tokenizer (and, for EAGLE, a
+random EAGLE-1 head saved in the published format) in a temporary folder and run the real
+command lines on a two-question file, then the speed report on what they wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+from eagle.evaluation import gen_ea_answer, speed
+from eagle.evaluation.answers import read_answers
+from eagle.evaluation.chat import ChatFormatter
+from eagle.evaluation.methods import EaMethod, Generation, Settings
+from eagle.evaluation.questions import Question
+from eagle.evaluation.runner import Job, RunConfig, generate_answers
+from eagle.model.checkpoint import save_head
+from eagle.model.draft_head import HeadConfig, TargetParts, build_head
+
+EOS = 2
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+QUESTIONS = [
+    {"question_id": 1, "category": "writing", "turns": ["Write a poem.", "Shorter, please."]},
+    {"question_id": 2, "category": "math", "turns": ["What is 2 + 2?"]},
+]
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 259-token byte-level tokenizer (<pad>, <s>, </s> = 2, 256 bytes) with a chat template."""
+    specials = ["<pad>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+class ScriptedMethod:
+    """A method that always answers ``reply`` in ``steps`` steps and records its prompts."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, reply: list[int], steps: int = 1) -> None:
+        self.reply, self.steps, self.prompts = reply, steps, []
+
+    def generate(self, prompt: list[int], settings: Settings) -> Generation:
+        self.prompts.append(prompt)
+        return Generation(list(self.reply), self.steps)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return byte_tokenizer()
+
+
+def _questions() -> list[Question]:
+    return [Question(q["question_id"], q["category"], tuple(q["turns"])) for q in QUESTIONS]
+
+
+def test_tokenizer_template_carries_the_conversation(tokenizer) -> None:
+    chat = ChatFormatter(tokenizer)
+    messages = [
+        {"role": "user", "content": "Write a poem."},
+        {"role": "assistant", "content": "Roses."},
+        {"role": "user", "content": "Shorter."},
+    ]
+    text = tokenizer.decode(chat.prompt_ids(messages))
+    assert text == "<user>Write a poem.</s><assistant>Roses.</s><user>Shorter.</s><assistant>"
+
+
+def test_fastchat_template_and_stop_string(tokenizer) -> None:
+    vicuna = ChatFormatter(tokenizer, "vicuna_v1.1")
+    prompt = tokenizer.decode(vicuna.prompt_ids([{"role": "user", "content": "hi"}]))
+    assert prompt.endswith("USER: hi ASSISTANT:")
+    one_shot = ChatFormatter(tokenizer, "one_shot")  # stop string "###"
+    assert one_shot.answer_text(tokenizer(" Fine. ### Human: more")["input_ids"]) == "Fine."
+
+
+def test_template_errors_name_the_flag(tokenizer) -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown --template 'nope'; FastChat templates: .*vicuna"
+    ):
+        ChatFormatter(tokenizer, "nope")
+    bare = byte_tokenizer()
+    bare.chat_template = None
+    with pytest.raises(ValueError, match="no chat template: pass --template NAME"):
+        ChatFormatter(bare)
+
+
+def test_turn_two_sees_turn_one_answer_and_files_record_every_turn(tokenizer, tmp_path) -> None:
+    reply = [*tokenizer("Roses.")["input_ids"], EOS]
+    method = ScriptedMethod(reply, steps=2)
+    path = tmp_path / "a.jsonl"
+    run = RunConfig(Settings(max_new_tokens=8), warmup=0)
+    generate_answers(_questions(), {"m": Job(method, "model", path)}, ChatFormatter(tokenizer), run)
+    assert tokenizer.decode(method.prompts[1]).endswith(
+        "<assistant>Roses.</s><user>Shorter, please.</s><assistant>"
+    )
+    choice = read_answers(path)[1].choices[0]
+    assert choice.turns == ["Roses.", "Roses."]
+    assert choice.new_tokens == [7, 7] and choice.idxs == [2, 2]
+    assert all(t >= 0 for t in choice.wall_time)
+
+
+def test_resumption_completes_without_repeating(tokenizer, tmp_path) -> None:
+    method = ScriptedMethod([EOS])
+    path = tmp_path / "answers" / "a.jsonl"
+    chat, run = ChatFormatter(tokenizer), RunConfig(Settings(), warmup=1)
+    jobs = {"m": Job(method, "model", path)}
+    assert generate_answers(_questions()[:1], jobs, chat, run) == 1
+    assert len(method.prompts) == 1 + 2  # warm-up + the two turns of question 1
+    assert generate_answers(_questions(), jobs, chat, run) == 1
+    assert len(method.prompts) == 3 + 1 + 1  # warm-up + question 2 only
+    assert [json.loads(line)["question_id"] for line in path.read_text().splitlines()] == [1, 2]
+    assert generate_answers(_questions(), jobs, chat, run) == 0
+    assert len(method.prompts) == 5  # nothing left: not even a warm-up
+
+
+def _fake_ea_model(continuations: dict[str, tuple[list[int], int]]) -> SimpleNamespace:
+    def returning(name: str):
+        tokens, idx = continuations[name]
+
+        def generate(input_ids: torch.Tensor, **_) -> tuple[torch.Tensor, int, int]:
+            return torch.cat([input_ids, torch.tensor([tokens])], dim=1), len(tokens), idx
+
+        return generate
+
+    return SimpleNamespace(
+        eagenerate=returning("eagle"),
+        naivegenerate=returning("baseline"),
+        base_model=SimpleNamespace(device=torch.device("cpu")),
+    )
+
+
+def test_eagle_and_baseline_count_tokens_identically_up_to_eos() -> None:
+    model = _fake_ea_model({"eagle": ([7, 8, EOS, 9, 9], 1), "baseline": ([7, 8, EOS], 2)})
+    eagle = EaMethod(model, "eagle", frozenset({EOS})).generate([5, 6], Settings())
+    baseline = EaMethod(model, "baseline", frozenset({EOS})).generate([5, 6], Settings())
+    assert eagle == Generation([7, 8, EOS], 2)  # post-EOS tokens neither kept nor counted
+    assert baseline == Generation([7, 8, EOS], 3)
+
+
+# -- end-to-end smoke runs on a tiny random model -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (hidden 32) and the byte tokenizer, saved together."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_head(tiny_target: Path, tmp_path_factory) -> Path:
+    """A random EAGLE-1 head for the tiny target, saved with the library's own writer."""
+    target = AutoModelForCausalLM.from_pretrained(tiny_target)
+    config = HeadConfig("eagle1", 32, 64, 4, 2, target.config.vocab_size)
+    parts = TargetParts(target.get_input_embeddings(), target.get_output_embeddings())
+    torch.manual_seed(1)
+    head = build_head(config, parts, own_embedding=False)
+    return save_head(head, tmp_path_factory.mktemp("tiny-head"))
+
+
+@pytest.fixture
+def question_file(tmp_path: Path) -> Path:
+    path = tmp_path / "question.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    return path
+
+
+def _generate(target: Path, questions: Path, out: Path, *argv: str) -> None:
+    common = ["--base-model-path", str(target), "--bench-name", str(questions), "--device", "cpu"]
+    options = ["--max-new-token", "12", "--warmup", "1", "--answer-file", str(out)]
+    gen_ea_answer.main([*common, *options, *argv])
+
+
+def _speed(folder: Path, ea: str, baseline: str, questions: Path, *extra: str):
+    return speed.main(
+        [
+            *("--ea-answers", str(folder / f"{ea}.jsonl")),
+            *("--baseline-answers", str(folder / f"{baseline}.jsonl")),
+            *("--bench-name", str(questions), *extra),
+        ]
+    )
+
+
+def test_smoke_transformers_reference_methods(tiny_target, question_file, tmp_path) -> None:
+    methods = ["--method", "hf_generate", "--method", "hf_prompt_lookup"]
+    _generate(tiny_target, question_file, tmp_path / "{method}.jsonl", *methods)
+    answers = read_answers(tmp_path / "hf_generate.jsonl")
+    assert sorted(answers) == [1, 2]
+    turns = answers[1].choices[0]
+    assert len(turns.turns) == 2 and all(1 <= n <= 12 for n in turns.new_tokens)
+    assert turns.idxs == turns.new_tokens  # generate() does one target forward per token
+    report = _speed(tmp_path, "hf_prompt_lookup", "hf_generate", question_file)
+    agree = report.agreement["eagle"]
+    assert agree.same_text == agree.turns == 3  # greedy prompt lookup is lossless in fp32
+
+
+def test_smoke_eagle_and_baseline(tiny_target, tiny_head, question_file, tmp_path) -> None:
+    argv = ["--ea-model-path", str(tiny_head), "--total-token", "8", "--depth", "3", "--top-k", "4"]
+    methods = ["--method", "eagle", "--method", "baseline", "--method", "hf_generate"]
+    out = tmp_path / "{method}.jsonl"
+    _generate(tiny_target, question_file, out, *argv, *methods)
+    eagle = read_answers(tmp_path / "eagle.jsonl")
+    assert sorted(eagle) == [1, 2]
+    assert all(n <= 12 for a in eagle.values() for n in a.choices[0].new_tokens)
+    extra = f"hf_generate={tmp_path / 'hf_generate.jsonl'}"
+    report = _speed(tmp_path, "eagle", "baseline", question_file, "--extra-answers", extra)
+    assert report.overall["baseline"].tau == 1.0
+    assert report.overall["eagle"].tau >= 1.0
+    for name in ("eagle", "hf_generate"):  # greedy in fp32: identical to plain decoding
+        agree = report.agreement[name]
+        assert agree.same_text == agree.same_tokens == agree.turns == 3
+    lines = (tmp_path / "eagle.jsonl").read_text()
+    _generate(tiny_target, question_file, out, *argv, *methods)  # complete: nothing is redone
+    assert (tmp_path / "eagle.jsonl").read_text() == lines
