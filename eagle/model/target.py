@@ -143,6 +143,45 @@ class TargetModel:
         )
         return TargetOutput(out.logits[0].float(), _features(out, feature_layers))
 
+    def capture(
+        self, input_ids: Tensor, attention_mask: Tensor, feature_layers: tuple[int, ...]
+    ) -> Tensor:
+        """Features of a right-padded batch, no cache: input_ids/attention_mask [B, L] ->
+        [B, L, F] (the given hidden_states concatenated; padded positions are garbage)."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        return torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1)
+
+    def generate_batch(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        max_new_tokens: int,
+        eos_ids: set[int],
+        pad_id: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> Tensor:
+        """Plain batched generation for data regeneration: left-padded prompts [B, P] ->
+        [B, P + new] (transformers' own ``generate``; rows that stopped are padded)."""
+        sample = temperature > 1e-5
+        return self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            eos_token_id=sorted(eos_ids),
+            pad_token_id=pad_id,
+        )
+
     def _as_model_mask(self, visible: Tensor) -> Tensor:
         """bool [N, K] -> the 4D mask [1, 1, N, K] this attention implementation expects."""
         if self.attention == "eager":
