@@ -4,7 +4,7 @@ Core dependencies have loose lower bounds; requirements.txt pins the tested set.
 Training (DeepSpeed), the web UI (Gradio) and the FastChat templates are extras.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="eagle-llm",
@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["eagle", "eagle.*"]),
+    packages=find_namespace_packages(include=["eagle", "eagle.*"]),
     package_data={"eagle": ["data/**/*", "train/configs/*.json", "model/heads/**/*"]},
     include_package_data=True,
     python_requires=">=3.10",
