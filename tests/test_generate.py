@@ -174,3 +174,12 @@ def test_sampled_tokens_follow_the_target_distribution():
         counts[keys.index(tuple(steps[-1].ids[0, -3:].tolist()))] += 1
     assert accepted > 200  # the acceptance path was exercised, not only bonus tokens
     assert chi_square_p_value(counts, torch.tensor([exact[k] for k in keys])) > 1e-3
+
+
+def test_stopping_a_stream_early_leaves_no_global_mode_behind():
+    stream = _model().ea_generate(_prompt(0), max_new_tokens=20)
+    first = next(stream)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    first[0, 0] = 1  # yielded ids are ordinary tensors
+    del stream
+    assert torch.is_grad_enabled()

@@ -120,11 +120,10 @@ class EaModel(nn.Module):
         """The decode loop's steps: ids so far, token and step counts, accepted drafts."""
         params = SamplingParams(float(temperature), float(top_p), int(top_k))
         proposer = self.drafter if use_draft else PlainProposer()
-        with torch.inference_mode():
-            yield from decode(
-                self.target, proposer, input_ids, params, max_new_tokens, max_length,
-                self.eos_ids, generator, timer,
-            )  # fmt: skip
+        yield from decode(
+            self.target, proposer, input_ids, params, max_new_tokens, max_length,
+            self.eos_ids, generator, timer,
+        )  # fmt: skip
 
     def _run(self, log: bool, **kwargs):
         last = None

@@ -105,63 +105,91 @@ def decode(
     generator: torch.Generator | None = None,
     timer: SectionTimer | None = None,
 ) -> Iterator[StepResult]:
-    """Yield a StepResult after the prefill and after every verification step."""
+    """Yield a StepResult after the prefill and after every verification step.
+
+    Gradients are off inside each step only, so a caller that stops iterating early leaves no
+    global mode behind, and the yielded ids are ordinary tensors.
+    """
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(
             f"input_ids must have shape [1, L] (batch size 1); got {tuple(input_ids.shape)}"
         )
-    prompt = input_ids.shape[1]
-    budget = token_budget(prompt, max_new_tokens, max_length)
+    budget = token_budget(input_ids.shape[1], max_new_tokens, max_length)
     limit = target.context_limit
-    if limit is not None and prompt + budget + proposer.max_tree_depth > limit:
+    if limit is not None and input_ids.shape[1] + budget + proposer.max_tree_depth > limit:
         raise ValueError(
             f"this model's sliding-window attention is exact only within {limit} positions; "
-            f"prompt ({prompt}) + max_new_tokens ({budget}) + tree depth exceeds it"
+            f"prompt ({input_ids.shape[1]}) + max_new_tokens ({budget}) + tree depth exceeds it"
         )
-    device = target.device
-    section = timer.section if timer else _untimed
-    input_ids = input_ids.to(device)
-    ids = input_ids.new_empty(1, prompt + budget)
-    ids[:, :prompt] = input_ids
-    layers = proposer.feature_layers
-    cache = target.new_cache()
-
-    with section("verify", device):
-        out = target.prefill(input_ids, cache, layers)
-        first = target_choices(out.logits, params, generator)
-    ids[0, prompt] = first[0]
-    new_tokens, steps = 1, 1
-    finished = int(first[0]) in eos_ids or budget == 1
-    yield StepResult(ids[:, : prompt + 1], 1, 1, 0, finished)
-    if finished:
-        return
-
-    state = proposer.start()
-    features, next_tokens, past = out.features, torch.cat((input_ids[0, 1:], first)), prompt
+    run = _Decoding(target, proposer, params, eos_ids, generator, timer)
+    step = run.prefill(input_ids, budget)
     while True:
-        with section("draft", device):
-            tree = proposer.propose(state, features, next_tokens)
-        with section("verify", device):
-            out = target.forward_tree(tree.tokens, tree.depth, tree.mask, cache, past, layers)
-        with section("other", device):
-            choices = target_choices(out.logits, params, generator)
-            result = accept(tree.tokens, tree.parents, tree.mask, tree.depth, choices)
-            target.keep(cache, past, result.path)
-            past += result.path.shape[0]
-            emitted = torch.cat((tree.tokens[result.path[1:]], result.bonus[None]))
-            count, finished = _stop_point(emitted.tolist(), eos_ids, budget - new_tokens)
-            ids[0, prompt + new_tokens : prompt + new_tokens + count] = emitted[:count]
-            new_tokens += count
-            steps += 1
-            if out.features is not None:
-                features = out.features[result.path]
-            next_tokens = emitted
-        ranks = None if tree.rank is None else tree.rank[result.path[1:]]
-        yield StepResult(
-            ids[:, : prompt + new_tokens], new_tokens, steps, result.num_accepted, finished, ranks
-        )
-        if finished:
+        yield step
+        if step.finished:
             return
+        step = run.step()
+
+
+class _Decoding:
+    """The state of one generation: ids buffer, target cache, draft state, counters."""
+
+    def __init__(self, target, proposer, params, eos_ids, generator, timer) -> None:
+        self.target, self.proposer, self.params = target, proposer, params
+        self.eos_ids, self.generator = eos_ids, generator
+        self.section = timer.section if timer else _untimed
+        self.device = target.device
+        self.layers = proposer.feature_layers
+
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor, budget: int) -> StepResult:
+        input_ids = input_ids.to(self.device)
+        self.prompt, self.budget = input_ids.shape[1], budget
+        self.ids = input_ids.new_empty(1, self.prompt + budget)
+        self.ids[:, : self.prompt] = input_ids
+        self.cache = self.target.new_cache()
+        with self.section("verify", self.device):
+            out = self.target.prefill(input_ids, self.cache, self.layers)
+            first = target_choices(out.logits, self.params, self.generator)
+        self.ids[0, self.prompt] = first[0]
+        self.new_tokens, self.steps, self.past = 1, 1, self.prompt
+        self.state = self.proposer.start()
+        self.features, self.next_tokens = out.features, torch.cat((input_ids[0, 1:], first))
+        finished = int(first[0]) in self.eos_ids or budget == 1
+        return StepResult(self.ids[:, : self.prompt + 1], 1, 1, 0, finished)
+
+    @torch.no_grad()
+    def step(self) -> StepResult:
+        target, device = self.target, self.device
+        with self.section("draft", device):
+            tree = self.proposer.propose(self.state, self.features, self.next_tokens)
+        with self.section("verify", device):
+            out = target.forward_tree(
+                tree.tokens, tree.depth, tree.mask, self.cache, self.past, self.layers
+            )
+        with self.section("other", device):
+            choices = target_choices(out.logits, self.params, self.generator)
+            result = accept(tree.tokens, tree.parents, tree.mask, tree.depth, choices)
+            target.keep(self.cache, self.past, result.path)
+            self.past += result.path.shape[0]
+            emitted = torch.cat((tree.tokens[result.path[1:]], result.bonus[None]))
+            room = self.budget - self.new_tokens
+            count, finished = _stop_point(emitted.tolist(), self.eos_ids, room)
+            start = self.prompt + self.new_tokens
+            self.ids[0, start : start + count] = emitted[:count]
+            self.new_tokens += count
+            self.steps += 1
+            if out.features is not None:
+                self.features = out.features[result.path]
+            self.next_tokens = emitted
+        ranks = None if tree.rank is None else tree.rank[result.path[1:]]
+        return StepResult(
+            self.ids[:, : self.prompt + self.new_tokens],
+            self.new_tokens,
+            self.steps,
+            result.num_accepted,
+            finished,
+            ranks,
+        )
 
 
 def _stop_point(emitted: list[int], eos_ids: set[int], room: int) -> tuple[int, bool]:
