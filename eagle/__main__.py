@@ -1,0 +1,126 @@
+"""The main job: answer a prompt with EAGLE and show the speedup, measured in the same run.
+
+    python -m eagle                                  # built-in SmolLM2 target and its shipped head
+    python -m eagle --prompt "Explain recursion to a child."
+    python -m eagle --base-model-path M --ea-model-path H --dtype bfloat16
+
+Loads the target and the head (the first run converts the built-in target once and says so),
+warms up, then generates the answer with plain decoding (``naivegenerate``) and with EAGLE
+(``eagenerate``), interleaved ``--repeats`` times in this process, and prints the answer, the
+tokens/s of both, the speedup, the mean acceptance length tau, and whether the two outputs agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eagle", description=__doc__.split("\n")[0])
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message to answer")
+    p.add_argument(
+        "--base-model-path",
+        default="smollm2-135m-instruct",
+        help="target: hub id, local folder or registered name (default: the built-in SmolLM2)",
+    )
+    p.add_argument(
+        "--ea-model-path",
+        default=None,
+        help="draft head folder (default: the head shipped for the built-in target)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument(
+        "--total-token", type=int, default=None, help="tree nodes per step (-1 = measure)"
+    )
+    p.add_argument("--depth", type=int, default=None, help="tree expansion steps")
+    p.add_argument("--top-k", type=int, default=None, help="tree branching")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of each method")
+    return p.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load(args: argparse.Namespace):
+    import torch
+
+    from eagle.model import shipped
+    from eagle.model.ea_model import EaModel
+
+    head_path = args.ea_model_path or shipped.head_for(args.base_model_path)
+    settings = shipped.tree_settings(head_path)
+    for name in ("total_token", "depth", "top_k"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}) ...")
+    start = time.perf_counter()
+    model = EaModel.from_pretrained(
+        base_model_path=args.base_model_path,
+        ea_model_path=str(head_path),
+        dtype=getattr(torch, args.dtype),
+        device_map=args.device,
+        **settings,
+    )
+    say(f"loaded in {time.perf_counter() - start:.1f} s; tree {model.tree}")
+    return model
+
+
+def timed(generate, input_ids, args) -> tuple:
+    start = time.perf_counter()
+    ids, new_tokens, idx = generate(
+        input_ids, temperature=args.temperature, max_new_tokens=args.max_new_tokens, log=True
+    )
+    return ids, new_tokens, idx + 1, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    model = load(args)
+    tokenizer = model.tokenizer
+    messages = [{"role": "user", "content": args.prompt}]
+    input_ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"].to(model.target.device)
+    say("warming up ...")
+    model.eagenerate(input_ids, max_new_tokens=16)
+    model.naivegenerate(input_ids, max_new_tokens=16)
+    totals = {"plain": [0, 0, 0.0], "eagle": [0, 0, 0.0]}  # tokens, steps, seconds
+    for repeat in range(args.repeats):
+        say(f"run {repeat + 1}/{args.repeats}: plain decoding, then EAGLE ...")
+        plain_ids, *plain = timed(model.naivegenerate, input_ids, args)
+        eagle_ids, *eagle = timed(model.eagenerate, input_ids, args)
+        for key, run in (("plain", plain), ("eagle", eagle)):
+            totals[key] = [a + b for a, b in zip(totals[key], run, strict=True)]
+    prompt_length = input_ids.shape[1]
+    print(tokenizer.decode(eagle_ids[0, prompt_length:], skip_special_tokens=True).strip())
+    print()
+    report(totals, plain_ids[0, prompt_length:].tolist(), eagle_ids[0, prompt_length:].tolist())
+
+
+def report(totals: dict, plain: list[int], eagle: list[int]) -> None:
+    plain_speed = totals["plain"][0] / totals["plain"][2]
+    eagle_speed = totals["eagle"][0] / totals["eagle"][2]
+    mismatch = [i for i, (a, b) in enumerate(zip(plain, eagle, strict=False)) if a != b]
+    print(f"plain decoding : {plain_speed:7.1f} tokens/s")
+    print(f"EAGLE          : {eagle_speed:7.1f} tokens/s")
+    print(f"speedup        : {eagle_speed / plain_speed:7.2f}x")
+    print(f"tau            : {totals['eagle'][0] / totals['eagle'][1]:7.2f} tokens per target step")
+    if plain == eagle:
+        agreement = f"identical ({len(eagle)} tokens)"
+    else:
+        first = mismatch[0] if mismatch else min(len(plain), len(eagle))
+        agreement = f"first {first} of {len(eagle)} tokens identical (bf16 rounding can differ)"
+    print(f"outputs        : {agreement}, plain vs EAGLE")
+
+
+if __name__ == "__main__":
+    main()
