@@ -31,7 +31,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TextIO
@@ -341,6 +341,22 @@ def select(
     if seed is not None:
         random.Random(seed).shuffle(order)
     return order[offset : None if limit is None else offset + limit]
+
+
+def with_unique_ids(conversations: Iterable[Conversation]) -> list[Conversation]:
+    """The conversations with ids made unique and non-empty, for resuming by id: an empty id
+    becomes "conv", and the k-th repeat (k >= 1) of an id gets the suffix "#k"."""
+    seen: Counter[str] = Counter()
+    used: set[str] = set()
+    out = []
+    for conversation in conversations:
+        base = new_id = conversation.id or "conv"
+        while new_id in used:
+            seen[base] += 1
+            new_id = f"{base}#{seen[base]}"
+        used.add(new_id)
+        out.append(conversation if new_id == conversation.id else replace(conversation, id=new_id))
+    return out
 
 
 def load_sharegpt(

