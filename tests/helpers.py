@@ -153,3 +153,150 @@ def _draft_labels(head: DraftHead, labels: torch.Tensor) -> torch.Tensor:
         lookup = torch.cumsum(head.t2d.long(), 0) - 1
         return lookup[labels].flatten()
     return labels.flatten()
+
+
+# -- training data in the eagle-features/1 format (the trainer's test fixture) ------------------
+
+
+def greedy_samples(
+    target: TargetModel, num: int, prompt_len: int = 6, new_tokens: int = 40, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input_ids [L], loss_mask [L]) pairs: random prompts (mask 0) + greedy replies (mask 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(3, VOCAB, (num, prompt_len), generator=generator)
+    sequences = greedy_sequences(target, prompts, new_tokens)
+    mask = torch.zeros_like(sequences)
+    mask[:, prompt_len:] = 1
+    return list(zip(sequences, mask, strict=True))
+
+
+def write_feature_data(
+    target: TargetModel,
+    directory,
+    samples: list[tuple[torch.Tensor, torch.Tensor]],
+    aux_layers: tuple[int, ...] | None = (2, 2, 1),
+    draft_vocab_size: int = 64,
+    shard_samples: int = 5,
+) -> None:
+    """Write samples with the target's bf16 features as DATA/manifest.json, shards and vocab."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from eagle.ge_data.manifest import target_fingerprint
+    from eagle.ge_data.vocab import draft_vocab_from_counts
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_size = target.vocab_size
+    fingerprint = target_fingerprint(target.config.to_json_string(), target.embed_tokens.weight)
+    shards, counts = [], torch.zeros(vocab_size, dtype=torch.long)
+    for first in range(0, len(samples), shard_samples):
+        part = samples[first : first + shard_samples]
+        name = f"shard-{len(shards):05d}.safetensors"
+        save_file(_shard_tensors(target, part, aux_layers), directory / name)
+        shards.append({"file": name, "samples": len(part), "tokens": sum(len(i) for i, _ in part)})
+        for ids, mask in part:
+            counts += torch.bincount(ids[mask.bool()], minlength=vocab_size)
+    d2t, t2d = draft_vocab_from_counts(counts, draft_vocab_size)
+    tensors = {"counts": counts, "d2t": d2t, "t2d": t2d}
+    save_file(tensors, directory / "vocab.safetensors", metadata={"fingerprint": fingerprint})
+    config = target.config
+    layers = {"hidden": [-1], **({"aux": list(aux_layers)} if aux_layers else {})}
+    manifest = {
+        "format": "eagle-features/1",
+        "target": {
+            "name_or_path": config.name_or_path or "tiny-random", "fingerprint": fingerprint,
+            "num_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+            "vocab_size": vocab_size,
+        },
+        "template": "none", "max_len": max(len(i) for i, _ in samples), "dtype": "bfloat16",
+        "feature_layers": layers, "num_samples": len(samples),
+        "num_tokens": sum(s["tokens"] for s in shards),
+        "num_loss_tokens": int(sum(m.sum() for _, m in samples)), "shards": shards,
+    }  # fmt: skip
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _shard_tensors(target: TargetModel, samples, aux_layers) -> dict[str, torch.Tensor]:
+    hidden, aux = [], []
+    with torch.no_grad():
+        for ids, _ in samples:
+            states = target.model(ids[None], output_hidden_states=True).hidden_states
+            hidden.append(states[-1][0])
+            if aux_layers:
+                aux.append(torch.cat([states[i][0] for i in aux_layers], dim=-1))
+    lengths = torch.tensor([0] + [len(ids) for ids, _ in samples])
+    out = {
+        "input_ids": torch.cat([ids for ids, _ in samples]).int(),
+        "loss_mask": torch.cat([m for _, m in samples]).to(torch.uint8),
+        "offsets": lengths.cumsum(0),
+        "hidden": torch.cat(hidden).bfloat16(),
+    }
+    if aux_layers:
+        out["aux"] = torch.cat(aux).bfloat16()
+    return out
+
+
+def save_target_dir(model, directory) -> None:
+    """Save a tiny model with a word-level tokenizer (w0..w95) so from_pretrained can load it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model.save_pretrained(directory)
+    core = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="w2", unk_token="w0").save_pretrained(
+        directory
+    )
+
+
+# -- data generation fixtures: a saved tiny target with a chat template, ShareGPT files ---------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'user' %}w1 {% elif m['role'] == 'assistant' %}w3 {% else %}w4 {% endif %}"
+    "{{ m['content'] }} w2 "
+    "{% endfor %}"
+    "{% if add_generation_prompt %}w3 {% endif %}"
+)
+
+
+def save_chat_target_dir(model, directory) -> None:
+    """Save a tiny model with a word-level tokenizer (w0..w95) and a chat template.
+
+    Rendered chat: ``w1 <user> w2 w3 <reply> w2 ...``; w4 opens a system message, w2 (the EOS
+    token) ends every message, so the loss mask covers each reply and its w2.
+    """
+    from transformers import AutoTokenizer
+
+    save_target_dir(model, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+
+
+def word_conversations(num: int, seed: int = 0, max_turns: int = 3) -> list[dict]:
+    """ShareGPT records of random words (w5..w95): 1..max_turns exchanges of 2..12 words."""
+    import random
+
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return " ".join(f"w{rng.randrange(5, VOCAB)}" for _ in range(rng.randint(2, 12)))
+
+    records = []
+    for i in range(num):
+        turns = []
+        for _ in range(rng.randint(1, max_turns)):
+            turns += [{"from": "human", "value": text()}, {"from": "gpt", "value": text()}]
+        records.append({"id": f"c{i}", "conversations": turns})
+    return records
+
+
+def write_jsonl(path, records: list[dict]) -> None:
+    import json
+
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.writelines(json.dumps(r) + "\n" for r in records)

@@ -1,0 +1,298 @@
+"""Typed training configuration, loaded strictly from JSON.
+
+Owns: ``TrainConfig`` (``variant`` + ``head`` + ``train`` sections), ``load_config`` /
+``config_from_dict`` (an unknown key anywhere is an error naming it and listing the known keys; a
+value of the wrong type is an error naming its path), ``with_overrides`` for command-line flags,
+and ``build_head_config``, which turns the ``head`` section into the ``HeadConfig`` of
+``eagle.model.draft_head``.
+
+Design choices:
+- Head architecture fields left out (``null``) are taken from the target's config: an EAGLE-1
+  head must have the target's width; an EAGLE-3 head defaults to it and may be narrower or wider
+  (the checkpoint then records ``target_hidden_size``). The draft vocabulary size defaults to
+  the data's vocabulary file.
+- Variant-dependent training defaults are ``None`` in the file and resolved by properties:
+  input noise 0.1 (EAGLE-1) / 0 (EAGLE-3), unrolled steps 1 (EAGLE-1) / 7 (EAGLE-3).
+- No field is a path: data, checkpoints and the target come from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eagle.model.draft_head import HeadConfig
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("eagle1", "eagle3")
+SCHEDULES = ("constant", "linear", "cosine")
+_HEAD_ROPE_TYPES = ("default", "linear", "llama3")  # what draft_head.Rotary implements
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot be used; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """Draft-head architecture. ``None`` = take it from the target's config (or the data)."""
+
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    num_hidden_layers: int = 1  # EAGLE-1 may stack more; EAGLE-3 has exactly one
+    rms_norm_eps: float | None = None
+    hidden_act: str | None = None
+    max_position_embeddings: int | None = None
+    rope_theta: float | None = None
+    bias: bool = True  # EAGLE-1 fc bias
+    qkv_bias: bool = False
+    draft_vocab_size: int | None = None  # EAGLE-3; None = the data's draft vocabulary
+    target_hidden_size: int | None = None  # EAGLE-3; if given it must equal the target's width
+    save_embedding: bool = False  # write a copy of the target's embedding into the head folder
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation, batching, loss and bookkeeping settings."""
+
+    lr: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.5
+    warmup_steps: int = 0
+    schedule: str = "linear"  # after warm-up: constant, linear decay to 0, or cosine to 0
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    batch_size: int = 4  # samples per micro-batch (an upper bound when batch_tokens is set)
+    batch_tokens: int | None = None  # padded tokens per micro-batch; None = batch by samples
+    gradient_accumulation_steps: int = 1
+    max_len: int = 2048  # samples are truncated to this many tokens
+    noise: float | None = None  # uniform input-feature noise half-width; None = variant default
+    unroll_steps: int | None = None  # training-time-test steps; None = variant default
+    step_weight: float = 0.8  # step s of the unrolled loss is weighted step_weight ** s
+    feature_weight: float = 1.0  # EAGLE-1: SmoothL1 feature regression
+    token_weight: float = 0.1  # EAGLE-1: soft cross-entropy of the target's distribution
+    val_fraction: float = 0.05  # held-out samples (deterministic split by sample)
+    seed: int = 0
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = end of each epoch only
+    keep_checkpoints: int = 2  # training-state folders kept in --cpdir (newest first)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str
+    head: HeadSettings = field(default_factory=HeadSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    description: str = ""  # free text for humans, ignored
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def noise(self) -> float:
+        if self.train.noise is not None:
+            return self.train.noise
+        return 0.1 if self.variant == "eagle1" else 0.0
+
+    @property
+    def unroll_steps(self) -> int:
+        if self.train.unroll_steps is not None:
+            return self.train.unroll_steps
+        return 1 if self.variant == "eagle1" else 7
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _validate(config: TrainConfig) -> None:
+    t = config.train
+    checks = [
+        (config.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {config.variant!r}"),
+        (t.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.batch_tokens is None or t.batch_tokens >= 1, "train.batch_tokens must be >= 1"),
+        (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1"),
+        (t.max_len >= 3, "train.max_len must be >= 3"),
+        (t.unroll_steps is None or t.unroll_steps >= 1, "train.unroll_steps must be >= 1"),
+        (0.0 <= t.val_fraction < 1.0, "train.val_fraction must be in [0, 1)"),
+        (t.max_steps is None or t.max_steps >= 1, "train.max_steps must be >= 1"),
+        (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (
+            config.variant == "eagle1" or config.head.num_hidden_layers == 1,
+            "an EAGLE-3 head has exactly one layer (head.num_hidden_layers = 1)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a JSON config file; unknown keys and wrongly typed values are errors."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON: {err}") from err
+    return config_from_dict(data, where=str(path))
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    if "variant" not in data:
+        raise ConfigError(f"{where}: the key 'variant' ({' or '.join(VARIANTS)}) is required")
+    return _build(TrainConfig, data, where)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        path = f"{where}.{name}"
+        values[name] = (
+            _build(hint, value, path)
+            if dataclasses.is_dataclass(hint)
+            else _typed(value, hint, path)
+        )
+    return cls(**values)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """Check a JSON value against a field's type hint (ints are accepted for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(
+            _typed(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    ok = (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        if hint is not float
+        else isinstance(value, int | float) and not isinstance(value, bool)
+    )
+    if not ok:
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def with_overrides(config: TrainConfig, **train_fields: Any) -> TrainConfig:
+    """A copy with the given ``train`` fields replaced (``None`` values are ignored)."""
+    given = {k: v for k, v in train_fields.items() if v is not None}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **given))
+
+
+# -- head architecture -------------------------------------------------------------------------
+
+
+def build_head_config(
+    config: TrainConfig,
+    target_config: Any,
+    vocab_size: int,
+    draft_vocab_size: int | None,
+    feature_layers: tuple[int, ...] | None,
+) -> HeadConfig:
+    """The head's ``HeadConfig``: the ``head`` section with ``None`` fields from the target.
+
+    ``target_config`` is the target's transformers config; ``draft_vocab_size`` is the data's
+    draft vocabulary size (EAGLE-3); ``feature_layers`` the target hidden-state indices the
+    data's EAGLE-3 features come from.
+    """
+    h = config.head
+    target_width = int(target_config.hidden_size)
+    width = h.hidden_size or target_width
+    if config.variant == "eagle1" and width != target_width:
+        raise ConfigError(
+            f"head.hidden_size {width} differs from the target's {target_width}; an EAGLE-1 head "
+            "predicts target features and must have the target's width"
+        )
+    if h.target_hidden_size is not None and h.target_hidden_size != target_width:
+        raise ConfigError(
+            f"head.target_hidden_size {h.target_hidden_size} != the target's width {target_width}"
+        )
+    same_width = width == target_width
+    fields = dict(
+        variant=config.variant,
+        hidden_size=width,
+        intermediate_size=h.intermediate_size or _scaled(target_config, width),
+        num_attention_heads=h.num_attention_heads or int(target_config.num_attention_heads),
+        num_key_value_heads=h.num_key_value_heads or _kv_heads(target_config),
+        num_hidden_layers=h.num_hidden_layers,
+        vocab_size=vocab_size,
+        rms_norm_eps=_first(h.rms_norm_eps, getattr(target_config, "rms_norm_eps", None), 1e-6),
+        hidden_act=h.hidden_act or getattr(target_config, "hidden_act", "silu"),
+        max_position_embeddings=h.max_position_embeddings
+        or int(getattr(target_config, "max_position_embeddings", 2048)),
+        head_dim=h.head_dim or (_target_head_dim(target_config) if same_width else None),
+        bias=h.bias,
+        qkv_bias=h.qkv_bias,
+    )
+    fields.update(_rope_fields(h, target_config))
+    if config.variant == "eagle3":
+        fields["draft_vocab_size"] = h.draft_vocab_size or draft_vocab_size or vocab_size
+        fields["target_hidden_size"] = None if same_width else target_width
+        fields["feature_layers"] = feature_layers
+    return HeadConfig(**fields)
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def _scaled(target_config: Any, width: int) -> int:
+    """The target's MLP width, scaled with the head width when the head is narrower/wider."""
+    inner = int(target_config.intermediate_size)
+    return inner * width // int(target_config.hidden_size)
+
+
+def _kv_heads(target_config: Any) -> int:
+    kv = getattr(target_config, "num_key_value_heads", None)
+    return int(kv or target_config.num_attention_heads)
+
+
+def _target_head_dim(target_config: Any) -> int | None:
+    """The target's explicit head_dim if it differs from hidden_size / heads, else None."""
+    explicit = getattr(target_config, "head_dim", None)
+    implied = int(target_config.hidden_size) // int(target_config.num_attention_heads)
+    return int(explicit) if explicit and int(explicit) != implied else None
+
+
+def _rope_fields(h: HeadSettings, target_config: Any) -> dict[str, Any]:
+    params = dict(getattr(target_config, "rope_parameters", None) or {})
+    theta = h.rope_theta or params.get("rope_theta") or getattr(target_config, "rope_theta", None)
+    kind = params.get("rope_type", "default")
+    scaling = None
+    if kind not in ("default", None):
+        if kind in _HEAD_ROPE_TYPES:
+            scaling = params
+        else:
+            logger.warning(
+                "the head uses plain RoPE: the target's %r scaling is not supported", kind
+            )
+    return {"rope_theta": float(theta or 10000.0), "rope_scaling": scaling}

@@ -1,0 +1,287 @@
+"""Reading generated features for training: manifest, samples, split, batches, padding.
+
+Owns the reader side of the ``eagle-features/1`` format written by ``eagle.ge_data``:
+
+- ``DATA/manifest.json``: target identity and sizes, feature layers, shard list;
+- ``DATA/shard-*.safetensors``: ``input_ids`` int32 [T] (samples concatenated), ``loss_mask``
+  uint8 [T], ``offsets`` int64 [n+1], ``hidden`` [T, H] (post-norm last hidden state of the
+  target), and ``aux`` [T, 3H] (three target layers, the EAGLE-3 input) when present;
+- ``DATA/vocab.safetensors``: ``counts`` int64 [V], ``d2t`` int64 [Vd], ``t2d`` bool [V].
+
+Design choices:
+- Data made for another model is refused: the target given for training must have the data's
+  shapes and fingerprint (``eagle.ge_data.manifest.target_fingerprint``), and the vocabulary
+  file must carry the manifest's fingerprint.
+- Shards are opened lazily with ``safe_open`` (memory-mapped) and a sample is read as slices,
+  so memory does not grow with the data set; open handles are dropped when the dataset is
+  pickled for DataLoader workers.
+- The train/validation split is by sample, from a seeded permutation: deterministic for a given
+  seed and sample count, independent of batch size and process count.
+- Batches are planned up front per epoch (seed + epoch), from samples sorted by length within
+  windows so padding stays small, capped by samples and optionally by padded tokens. Each
+  process takes every ``world``-th batch; training batches are trimmed so every process runs
+  the same number of full gradient-accumulation groups. A resumed run re-plans the same epoch
+  and skips the batches already done.
+- ``collate`` right-pads to the batch's longest sample plus ``extra`` columns, so the unrolled
+  loss can slice ``token_{t+1+s}`` for every step s without bounds checks (pads are masked).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from eagle.ge_data.manifest import FORMAT, MANIFEST_FILE
+from eagle.ge_data.vocab import VOCAB_FILE, draft_vocab_from_counts
+
+
+class DataFormatError(ValueError):
+    """Training data that is missing, of another format, or made for another target."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    directory: Path
+    target: dict[str, Any]  # name_or_path, fingerprint, num_layers, hidden_size, vocab_size
+    aux_layers: tuple[int, ...] | None  # target hidden_states indices of the EAGLE-3 features
+    shards: tuple[str, ...]  # shard file names
+    raw: dict[str, Any]
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.exists():
+        raise DataFormatError(
+            f"no {MANIFEST_FILE} in {directory}: generate data with eagle.ge_data"
+        )
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT:
+        raise DataFormatError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}")
+    layers = raw.get("feature_layers") or {}
+    aux = layers.get("aux")
+    shards = tuple(s["file"] for s in raw.get("shards", []))
+    if not shards:
+        raise DataFormatError(f"{path} lists no shards")
+    return Manifest(directory, raw["target"], tuple(aux) if aux else None, shards, raw)
+
+
+def check_target(
+    manifest: Manifest, fingerprint: str, vocab_size: int, hidden_size: int, num_layers: int
+) -> None:
+    """The data must come from the target given for training: same shapes and fingerprint
+    (``eagle.ge_data.manifest.target_fingerprint``: config and embedding, not the dtype)."""
+    expected = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers}
+    expected["fingerprint"] = fingerprint
+    wrong = {
+        k: (manifest.target.get(k), v) for k, v in expected.items() if manifest.target.get(k) != v
+    }
+    if wrong:
+        details = ", ".join(
+            f"{k}: data {str(a)[:12]} vs target {str(b)[:12]}" for k, (a, b) in wrong.items()
+        )
+        raise DataFormatError(
+            f"the data in {manifest.directory} was made with another target "
+            f"({manifest.target.get('name_or_path')!r}); {details}"
+        )
+
+
+class FeatureDataset(Dataset):
+    """Samples of the shards, truncated to ``max_len`` tokens.
+
+    Item i: ``input_ids`` [L] long, ``loss_mask`` [L] bool, ``hidden`` [L, H] and, with
+    ``with_aux``, ``aux`` [L, 3H] (features in the stored dtype).
+    """
+
+    def __init__(self, manifest: Manifest, max_len: int, with_aux: bool) -> None:
+        if with_aux and manifest.aux_layers is None:
+            raise DataFormatError(
+                f"{manifest.directory} has no EAGLE-3 features (feature_layers.aux); generate "
+                "the data with the EAGLE-3 layers to train an EAGLE-3 head"
+            )
+        self.paths = [manifest.directory / name for name in manifest.shards]
+        self.with_aux = with_aux
+        self.refs: list[tuple[int, int, int]] = []  # (shard, start, end) per sample
+        for shard, path in enumerate(self.paths):
+            with safe_open(path, "pt") as f:
+                offsets = f.get_tensor("offsets").tolist()
+            for start, end in itertools.pairwise(offsets):
+                self.refs.append((shard, start, min(end, start + max_len)))
+        self._handles: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [end - start for _, start, end in self.refs]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        shard, start, end = self.refs[index]
+        f = self._handle(shard)
+        item = {
+            "input_ids": f.get_slice("input_ids")[start:end].long(),
+            "loss_mask": f.get_slice("loss_mask")[start:end].bool(),
+            "hidden": f.get_slice("hidden")[start:end],
+        }
+        if self.with_aux:
+            item["aux"] = f.get_slice("aux")[start:end]
+        return item
+
+    def _handle(self, shard: int) -> Any:
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(self.paths[shard], "pt")
+        return self._handles[shard]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # file handles do not pickle; workers reopen lazily
+        return state
+
+
+def split_samples(num: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, validation) sample indices; at least one of each when possible."""
+    order = torch.randperm(num, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = round(num * val_fraction)
+    if val_fraction > 0 and num >= 2:
+        held = min(max(held, 1), num - 1)
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def plan_batches(
+    lengths: list[int],
+    indices: list[int],
+    batch_size: int,
+    batch_tokens: int | None,
+    seed: int,
+    shuffle: bool,
+) -> list[list[int]]:
+    """Group sample indices into batches of similar length.
+
+    A batch holds at most ``batch_size`` samples and, with ``batch_tokens``, at most that many
+    padded tokens (a single longer sample still forms a batch on its own).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = list(indices)
+    if shuffle:
+        order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+    window = 64 * batch_size
+    batches: list[list[int]] = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: -lengths[i])
+        batches.extend(_fill(chunk, lengths, batch_size, batch_tokens))
+    if shuffle:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+def _fill(
+    chunk: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None
+) -> list[list[int]]:
+    """Cut samples sorted by decreasing length into batches (the first sample is the longest)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in chunk:
+        full = len(current) == batch_size or (
+            batch_tokens is not None
+            and current
+            and lengths[current[0]] * (len(current) + 1) > batch_tokens
+        )
+        if current and full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def shard_batches(
+    batches: list[list[int]], rank: int, world: int, group: int = 1
+) -> list[list[int]]:
+    """This process's batches: every ``world``-th one, trimmed to whole groups of ``group``.
+
+    With ``group`` = gradient-accumulation steps every process gets the same number of full
+    accumulation groups (distributed training needs equal step counts).
+    """
+    per_process = len(batches) // world // group * group
+    return batches[rank::world][:per_process]
+
+
+def collate(samples: list[dict[str, Tensor]], extra: int) -> dict[str, Tensor]:
+    """Right-pad a list of items to the longest one (+ ``extra`` columns for the token/target
+    shifts of the unrolled steps).
+
+    Returns ``input_ids`` [B, W] long, ``loss_mask`` [B, W] bool, ``hidden`` [B, W, H],
+    ``lengths`` [B] and, when the items have it, ``aux`` [B, L, 3H], with L the longest sample
+    and W = L + extra. Pads are 0 / False.
+    """
+    lengths = torch.tensor([s["input_ids"].shape[0] for s in samples])
+    longest = int(lengths.max())
+    width = longest + extra
+    batch = {
+        "input_ids": _pad([s["input_ids"] for s in samples], width),
+        "loss_mask": _pad([s["loss_mask"] for s in samples], width),
+        "hidden": _pad([s["hidden"] for s in samples], width),
+        "lengths": lengths,
+    }
+    if "aux" in samples[0]:
+        batch["aux"] = _pad([s["aux"] for s in samples], longest)
+    return batch
+
+
+def _pad(rows: list[Tensor], width: int) -> Tensor:
+    out = rows[0].new_zeros((len(rows), width, *rows[0].shape[1:]))
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+    return out
+
+
+# -- draft vocabulary ---------------------------------------------------------------------------
+
+
+def read_vocab(manifest: Manifest) -> dict[str, Tensor] | None:
+    """``counts`` [V], ``d2t`` [Vd], ``t2d`` [V] of the data, or None when the file is absent.
+
+    The target fingerprint recorded in the file (when present) must be the manifest's.
+    """
+    path = manifest.directory / VOCAB_FILE
+    if not path.exists():
+        return None
+    with safe_open(path, "pt") as f:
+        recorded = (f.metadata() or {}).get("fingerprint")
+    expected = manifest.target.get("fingerprint")
+    if recorded is not None and recorded != expected:
+        raise DataFormatError(
+            f"{path} was made for another target (fingerprint {recorded[:12]}, the manifest has "
+            f"{str(expected)[:12]}); rebuild it with python -m eagle.ge_data.vocab --outdir DATA"
+        )
+    return load_file(path)
+
+
+def draft_vocab(
+    vocab: dict[str, Tensor] | None, size: int, vocab_size: int
+) -> tuple[Tensor, Tensor]:
+    """(d2t [size], t2d [V]) for a draft vocabulary of ``size`` tokens.
+
+    The data's stored maps are used when their size matches; otherwise the maps are recomputed
+    from the data's token counts with ``eagle.ge_data.vocab.draft_vocab_from_counts``.
+    """
+    if size == vocab_size:
+        return torch.zeros(size, dtype=torch.long), torch.ones(vocab_size, dtype=torch.bool)
+    if vocab is None:
+        raise DataFormatError(
+            f"a reduced draft vocabulary ({size} of {vocab_size}) needs the data's {VOCAB_FILE}"
+        )
+    if vocab["d2t"].shape[0] == size:
+        return vocab["d2t"].long(), vocab["t2d"].bool()
+    return draft_vocab_from_counts(vocab["counts"], size)

@@ -1,0 +1,195 @@
+"""Entry point: train an EAGLE-1 or EAGLE-3 draft head on generated features.
+
+    accelerate launch -m --mixed_precision=bf16 eagle.train.main --basepath TARGET \\
+        --tmpdir DATA --cpdir CKPT --configpath eagle/train/configs/smollm2_eagle3.json
+
+The same script runs single-process (``python -m eagle.train.main ...``), under ``accelerate
+launch`` with any number of processes, and under DeepSpeed (``--deepspeed ds_config.json``, or
+accelerate's own DeepSpeed settings). CPU smoke run on the built-in SmolLM2 target:
+
+    python -m eagle.train.main --basepath smollm2-135m-instruct --tmpdir DATA --cpdir /tmp/ckpt \\
+        --configpath eagle/train/configs/smollm2_eagle1.json --max-steps 20
+
+Outputs in ``--cpdir``: ``state-<step>/`` (resumable with ``--resume``), ``metrics.jsonl``
+(one line per epoch) and ``head/``, the head in the published format for
+``EaModel.from_pretrained(TARGET, CKPT/head)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (
+    DeepSpeedPlugin,
+    InitProcessGroupKwargs,
+    parse_flag_from_env,
+    set_seed,
+)
+
+from eagle.train.build import load_target, make_head
+from eagle.train.config import TrainConfig, load_config, with_overrides
+from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
+from eagle.train.loss import HeadObjective, LossSpec
+from eagle.train.trainer import Trainer, checkpoints
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="eagle.train.main", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--basepath", required=True, help="target model: hub id, folder or registered name"
+    )
+    p.add_argument("--tmpdir", required=True, help="data folder written by eagle.ge_data")
+    p.add_argument("--cpdir", required=True, help="output folder: checkpoints, metrics, head/")
+    p.add_argument("--configpath", required=True, help="training config JSON (eagle/train/configs)")
+    p.add_argument("--lr", type=float, help="learning rate (overrides train.lr)")
+    p.add_argument("--bs", type=int, help="samples per micro-batch (overrides train.batch_size)")
+    p.add_argument("--batch-tokens", type=int, help="padded tokens per micro-batch")
+    p.add_argument(
+        "--gradient-accumulation-steps", type=int, help="micro-batches per optimizer step"
+    )
+    p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--seed", type=int, help="seed of initialisation, split, order and noise")
+    p.add_argument(
+        "--resume", nargs="?", const="", default=None,
+        help="resume from a state folder, or (no value) from the newest one in --cpdir",
+    )  # fmt: skip
+    p.add_argument(
+        "--deepspeed", "--deepspeed_config", dest="deepspeed",
+        help="DeepSpeed JSON config (e.g. eagle/train/configs/ds_config.json)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mixed-precision", choices=("no", "bf16", "fp16"),
+        help="default: what `accelerate launch --mixed_precision` set, else no",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-dtype", choices=sorted(_DTYPES), default="float32",
+        help="dtype of the target's embedding and lm_head (target distribution)",
+    )  # fmt: skip
+    p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed` launcher
+    return p.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    return with_overrides(
+        load_config(args.configpath),
+        lr=args.lr,
+        batch_size=args.bs,
+        batch_tokens=args.batch_tokens,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        seed=args.seed,
+    )
+
+
+def make_accelerator(args: argparse.Namespace, config: TrainConfig) -> Accelerator:
+    """Accelerator for the chosen backend; DeepSpeed settings left 'auto' come from the config."""
+    plugin = None
+    if args.deepspeed:
+        _single_process_defaults()
+        plugin = DeepSpeedPlugin(hf_ds_config=str(args.deepspeed))
+    kwargs: dict[str, Any] = (
+        {"mixed_precision": args.mixed_precision} if args.mixed_precision else {}
+    )
+    on_cpu = not torch.accelerator.is_available()
+    if plugin is not None or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        # DeepSpeed on CPU: accelerate finds no backend by itself and would count 1 process
+        if on_cpu:
+            kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    else:
+        # several processes (torchrun) without an accelerator device run as MULTI_CPU (gloo)
+        kwargs["cpu"] = on_cpu
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        deepspeed_plugin=plugin,
+        **kwargs,
+    )
+    if accelerator.state.deepspeed_plugin is not None:
+        _fill_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, config)
+    return accelerator
+
+
+def _single_process_defaults() -> None:
+    """Rendezvous variables for a DeepSpeed run started without a launcher (one process)."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**defaults, "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
+
+
+def _fill_deepspeed(ds: dict[str, Any], config: TrainConfig) -> None:
+    """Fill 'auto' micro-batch size and gradient clipping from the training config.
+
+    Batches are planned by this trainer (no prepared DataLoader), so DeepSpeed's micro-batch
+    size is nominal: only its bookkeeping reads it.
+    """
+    for key, value in (
+        ("train_micro_batch_size_per_gpu", config.train.batch_size),
+        ("gradient_clipping", config.train.grad_clip),
+    ):
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+
+
+def build_trainer(
+    args: argparse.Namespace, config: TrainConfig, accelerator: Accelerator
+) -> Trainer:
+    set_seed(config.train.seed)
+    manifest = read_manifest(args.tmpdir)
+    target = load_target(args.basepath, _DTYPES[args.target_dtype])
+    parts = target.parts
+    vocab_size, width = parts.embed_tokens.weight.shape
+    check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
+    if not manifest.raw.get("complete", True):
+        accelerator.print(
+            f"warning: {args.tmpdir} is still being written; using its finished shards"
+        )
+    parts.embed_tokens.to(accelerator.device)
+    parts.lm_head.to(accelerator.device)
+    head = make_head(config, target.config, parts, manifest, read_vocab(manifest))
+    spec = LossSpec(
+        config.variant,
+        config.unroll_steps,
+        config.train.step_weight,
+        config.train.feature_weight,
+        config.train.token_weight,
+    )
+    objective = HeadObjective(head, parts.lm_head, spec, config.noise)
+    dataset = FeatureDataset(manifest, config.train.max_len, with_aux=config.variant == "eagle3")
+    return Trainer(accelerator, objective, dataset, config, Path(args.cpdir))
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    args = parse_args(argv)
+    config = resolve_config(args)
+    accelerator = make_accelerator(args, config)
+    trainer = build_trainer(args, config, accelerator)
+    if args.resume is not None:
+        trainer.resume(args.resume or None)
+    elif checkpoints(trainer.cpdir):
+        accelerator.print(
+            f"warning: {trainer.cpdir} holds checkpoints of an earlier run; this run starts "
+            "afresh and prunes them as it saves (pass --resume to continue that run instead)"
+        )
+    head_dir = trainer.fit()
+    if head_dir is not None:
+        accelerator.print(f"head written to {head_dir}")
+    accelerator.end_training()
+    return head_dir
+
+
+if __name__ == "__main__":
+    main()
