@@ -300,3 +300,21 @@ def write_jsonl(path, records: list[dict]) -> None:
 
     with open(path, "w", encoding="utf-8") as stream:
         stream.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def byte_tokenizer(chat_template=None):
+    """A tiny byte-level fast tokenizer with ChatML special tokens (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer

@@ -9,10 +9,10 @@ import copy
 import importlib.util
 import pathlib
 
+import helpers
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from eagle.ge_data.render import (
     RenderStats,
@@ -39,18 +39,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def byte_tokenizer(chat_template=CHATML_JINJA):
-    """A tiny byte-level fast tokenizer with ChatML special tokens (no download)."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tokenizer.chat_template = chat_template
-    return tokenizer
+    return helpers.byte_tokenizer(chat_template)
 
 
 @pytest.fixture(scope="module")

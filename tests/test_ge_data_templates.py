@@ -1,8 +1,7 @@
 """Chat-template registry: name resolution, errors that list choices, FastChat rendering."""
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from helpers import byte_tokenizer
 
 from eagle.ge_data.templates import (
     CHATML_JINJA,
@@ -17,21 +16,6 @@ CHAT = [
     {"role": "assistant", "content": "Hello"},
     {"role": "user", "content": "Bye"},
 ]
-
-
-def byte_tokenizer(chat_template=None):
-    """A tiny byte-level fast tokenizer with ChatML special tokens (no download)."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tokenizer.chat_template = chat_template
-    return tokenizer
 
 
 def test_auto_uses_the_tokenizers_own_template():
