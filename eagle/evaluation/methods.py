@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 import torch
 
+from eagle.model.target import DTYPES
+from eagle.model.verify import GREEDY_TEMPERATURE
+
 METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
 EA_METHODS = ("eagle", "baseline")
-GREEDY_TEMPERATURE = 1e-5
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("cpu", "cuda", "auto")
 
 

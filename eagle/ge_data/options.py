@@ -16,8 +16,8 @@ import torch
 from eagle.ge_data.capture import STORAGE_DTYPES
 from eagle.ge_data.regenerate import RegenSettings
 from eagle.ge_data.render import POLICIES
+from eagle.model.target import DTYPES as MODEL_DTYPES
 
-MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 VARIANTS = ("eagle1", "eagle3")
 BUNDLED = "sharegpt"
 

@@ -13,7 +13,7 @@ Two tree policies share the head step:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -75,8 +75,6 @@ class KVBuffer:
 @dataclass
 class DraftState:
     cache: KVBuffer
-    steps: int = 0
-    last_hidden: Tensor | None = field(default=None, repr=False)
 
 
 class EagleDrafter:

@@ -32,13 +32,12 @@ from accelerate.utils import (
     set_seed,
 )
 
+from eagle.model.target import DTYPES as _DTYPES
 from eagle.train.build import load_target, make_head
 from eagle.train.config import TrainConfig, load_config, with_overrides
 from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
 from eagle.train.loss import HeadObjective, LossSpec
 from eagle.train.trainer import Trainer, checkpoints
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
