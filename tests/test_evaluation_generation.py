@@ -119,6 +119,15 @@ def test_turn_two_sees_turn_one_answer_and_files_record_every_turn(tokenizer, tm
     assert all(t >= 0 for t in choice.wall_time)
 
 
+def test_max_turns_asks_only_the_first_turns(tokenizer, tmp_path) -> None:
+    method = ScriptedMethod([*tokenizer("Roses.")["input_ids"], EOS], steps=2)
+    path = tmp_path / "a.jsonl"
+    run = RunConfig(Settings(max_new_tokens=8), warmup=0, max_turns=1)
+    generate_answers(_questions(), {"m": Job(method, "model", path)}, ChatFormatter(tokenizer), run)
+    assert len(method.prompts) == len(_questions())
+    assert all(len(a.choices[0].turns) == 1 for a in read_answers(path).values())
+
+
 def test_resumption_completes_without_repeating(tokenizer, tmp_path) -> None:
     method = ScriptedMethod([EOS])
     path = tmp_path / "answers" / "a.jsonl"

@@ -222,6 +222,17 @@ def test_benchmark_prompts_are_excluded(files, tmp_path):
         assert [c.id for c in load_conversations(args)] == kept
 
 
+def test_max_turns_keeps_first_turns(files, tmp_path):
+    records = word_conversations(2)
+    records[0]["conversations"] = records[0]["conversations"][:2] * 2  # two user turns
+    write_jsonl(tmp_path / "data.jsonl", records)
+    parser = build_parser()
+    for flags, count in (([], 4), (["--max-turns", "1"], 2)):
+        args = parser.parse_args(["--data", str(tmp_path / "data.jsonl"), "--outdir", "x", *flags])
+        validate(args, parser)
+        assert len(load_conversations(args)[0].turns) == count
+
+
 @pytest.mark.parametrize("policy", ["truncate", "drop"])
 def test_length_policies(files, tmp_path, policy):
     assert generate(files, tmp_path, "--max-len", "24", "--length-policy", policy) == 0
@@ -291,6 +302,7 @@ def check_split_equals_single(tmp_path, one_shot) -> None:
         (["--aux-layers", "1,2"], "--aux-layers"),
         (["--part", "2", "--num-parts", "2"], "--part"),
         (["--regen-only"], "--regen-only needs --regenerate"),
+        (["--max-turns", "0"], "--max-turns must be >= 1"),
     ],
 )
 def test_bad_flags_are_named(flags, message, capsys):

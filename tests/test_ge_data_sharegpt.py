@@ -12,6 +12,7 @@ from eagle.ge_data.sharegpt import (
     Conversation,
     ReadStats,
     bundled_sharegpt_path,
+    distinct_openings,
     iter_raw_records,
     load_sharegpt,
     normalize_record,
@@ -149,6 +150,46 @@ def test_select_is_deterministic_and_slices_after_shuffling():
         select(items, offset=-1)
     with pytest.raises(ValueError, match="limit"):
         select(items, limit=-2)
+
+
+def test_distinct_openings_drops_later_parts_and_repeated_prompts(tmp_path):
+    records = [
+        _pair("a_0", "Hi"),
+        _pair("a_1", "continue"),  # a later part of a split chat
+        _pair("b", "  hi "),  # the same opening, other case and spacing
+        _pair("c_0", "Write a poem"),
+        _pair("d_12", "Write a haiku"),
+        _pair("e_x1", "Explain tides"),  # not a part suffix
+    ]
+    kept = distinct_openings(normalize_all(records))
+    assert [c.id for c in kept] == ["a_0", "c_0", "e_x1"]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    selected, _ = load_sharegpt(path, openings_only=True, limit=2)
+    assert [c.id for c in selected] == ["a_0", "c_0"]
+    everything, _ = load_sharegpt(path)
+    assert len(everything) == len(records)
+
+
+def normalize_all(records):
+    return [
+        Conversation(
+            r["id"],
+            tuple(
+                ("user" if t["from"] == "human" else "assistant", t["value"])
+                for t in r["conversations"]
+            ),
+        )
+        for r in records
+    ]
+
+
+def test_first_turns_cuts_after_the_nth_answer():
+    turns = (("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
+    chat = Conversation("x", turns, system="sys")
+    assert chat.first_turns(1) == Conversation("x", turns[:2], system="sys")
+    assert chat.first_turns(2) is chat
+    assert chat.first_turns(5) is chat
 
 
 def test_unreadable_format_names_what_was_found(tmp_path):

@@ -134,6 +134,13 @@ def _add_generation_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--temperature", type=float, default=0.0, help="0 means greedy")
     group.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0 or 1: off)")
     group.add_argument("--num-choices", type=int, default=1, help="conversations per question")
+    group.add_argument(
+        "--max-turns",
+        type=int,
+        default=None,
+        help="ask only the first N turns of each question (e.g. 1: MT-bench first turns; "
+        "default: all)",
+    )
     group.add_argument("--seed", type=int, default=0, help="choice i is seeded with seed + i")
     group.add_argument("--warmup", type=int, default=3, help="untimed short runs per method")
 
@@ -144,6 +151,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         "--max-new-token": (args.max_new_token, 1),
         "--max-length": (args.max_length, 1),
         "--num-choices": (args.num_choices, 1),
+        "--max-turns": (1 if args.max_turns is None else args.max_turns, 1),
         "--warmup": (args.warmup, 0),
         "--temperature": (args.temperature, 0),
     }
@@ -151,7 +159,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         if value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     settings = Settings(args.temperature, args.top_p, args.max_new_token, args.max_length)
-    return RunConfig(settings, args.num_choices, args.seed, args.warmup)
+    return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:

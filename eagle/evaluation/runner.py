@@ -34,6 +34,7 @@ class RunConfig:
     num_choices: int = 1
     seed: int = 0
     warmup: int = 3
+    max_turns: int | None = None  # ask only the first N turns of each question (None: all)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def answer_choice(
     torch.manual_seed(run.seed + index)
     messages: list[Message] = []
     texts, steps, tokens, seconds = [], [], [], []
-    for turn in question.turns:
+    for turn in question.turns[: run.max_turns]:
         messages.append({"role": "user", "content": turn})
         generation, elapsed = timed_generation(method, chat.prompt_ids(messages), run.settings)
         text = chat.answer_text(generation.tokens)

@@ -80,9 +80,12 @@ def load_conversations(args: argparse.Namespace) -> list[Conversation]:
         limit=args.limit,
         seed=args.seed,
         exclude_prompts=exclusion_prompts(args),
+        openings_only=args.distinct_openings,
     )
     logger.info("read %s: %s", path, stats.summary())
     conversations = with_unique_ids(conversations)
+    if args.max_turns is not None:
+        conversations = [c.first_turns(args.max_turns) for c in conversations]
     if args.num_parts is not None:
         conversations = conversations[args.part :: args.num_parts]
     return conversations

@@ -50,6 +50,19 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset", type=int, default=0, help="skip this many conversations first")
     p.add_argument("--limit", type=int, default=None, help="use at most this many conversations")
     p.add_argument(
+        "--distinct-openings",
+        action="store_true",
+        help="keep only conversations that open their source chat (not a later '_1', '_2' "
+        "part) and whose first user turn is not a repeat of an earlier one",
+    )
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=None,
+        help="keep only the first N user turns (and their answers) of each conversation; "
+        "1 keeps first turns only, which makes regeneration much cheaper (default: all)",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="shuffle the conversations with this seed first"
     )
     p.add_argument(
@@ -169,6 +182,8 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for name in (*positive, "regen_max_new_tokens", "regen_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_turns is not None and args.max_turns < 1:
+        parser.error(f"--max-turns must be >= 1, got {args.max_turns}")
     if args.offset < 0 or (args.limit is not None and args.limit < 0):
         parser.error("--offset and --limit must be >= 0")
     if args.regen_temperature < 0 or not 0 < args.regen_top_p <= 1:
@@ -238,6 +253,8 @@ def run_settings(
             "data": args.data,
             "offset": args.offset,
             "seed": args.seed,
+            "max_turns": args.max_turns,
+            "distinct_openings": args.distinct_openings,
             "length_policy": args.length_policy,
             "exclude": excluded_benchmarks(args),
             "part": args.part,

@@ -29,6 +29,7 @@ import importlib.util
 import json
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,10 @@ class Conversation:
         """The chat as `[{"role", "content"}]`, system message first when there is one."""
         head = [{"role": SYSTEM, "content": self.system}] if self.system is not None else []
         return head + [{"role": role, "content": text} for role, text in self.turns]
+
+    def first_turns(self, n: int) -> Conversation:
+        """The conversation cut after its n-th assistant answer (itself when it is shorter)."""
+        return self if len(self.turns) <= 2 * n else replace(self, turns=self.turns[: 2 * n])
 
 
 @dataclass
@@ -359,6 +364,31 @@ def with_unique_ids(conversations: Iterable[Conversation]) -> list[Conversation]
     return out
 
 
+_PART_SUFFIX = re.compile(r"_(\d+)$")
+
+
+def distinct_openings(conversations: Iterable[Conversation]) -> list[Conversation]:
+    """Keep the conversations that open their source chat and ask something not asked before.
+
+    ShareGPT splits long chats into parts ``ID_0``, ``ID_1``, ...; a later part opens with a
+    turn such as "continue" that means nothing on its own, so only parts without a suffix or
+    with suffix ``_0`` are kept. Of the rest, the first conversation with a given first user
+    turn (compared case- and whitespace-insensitively) is kept: the file repeats "hi" and
+    popular prompts dozens of times."""
+    seen: set[str] = set()
+    out = []
+    for conversation in conversations:
+        part = _PART_SUFFIX.search(conversation.id)
+        if part is not None and part.group(1) != "0":
+            continue
+        key = " ".join(conversation.turns[0][1].split()).casefold()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(conversation)
+    return out
+
+
 def load_sharegpt(
     path: str | Path,
     *,
@@ -366,11 +396,15 @@ def load_sharegpt(
     limit: int | None = None,
     seed: int | None = None,
     exclude_prompts: Iterable[str] | None = None,
+    openings_only: bool = False,
 ) -> tuple[list[Conversation], ReadStats]:
-    """Read a whole ShareGPT file and return a deterministic subset (see `select`) and the
-    read statistics (which describe the whole file, not only the subset)."""
+    """Read a whole ShareGPT file and return a deterministic subset (see `select`; with
+    ``openings_only`` drawn from `distinct_openings` of the file) and the read statistics
+    (which describe the whole file, not only the subset)."""
     stats = ReadStats()
     conversations = list(iter_conversations(path, stats, exclude_prompts))
+    if openings_only:
+        conversations = distinct_openings(conversations)
     return select(conversations, offset, limit, seed), stats
 
 
