@@ -1,0 +1,132 @@
+"""``python -m eagle.evaluation.tree_sweep``: measure EAGLE tree settings side by side.
+
+Loads the target and head once, then for every (total_token, depth, top_k) of the grid answers
+the first turns of a few benchmark questions greedily and reports tokens/s, tau and the speedup
+over plain decoding measured in the same run (plain decoding is timed first and again last, and
+the mean of both is the baseline, so a drift of the machine shows as a gap between them)::
+
+    python -m eagle.evaluation.tree_sweep --questions 8 --max-new-token 128 \\
+        --total-token 8,12,16 --depth 4,5,6 --top-k 3,4
+
+Only a guide for choosing settings: the numbers come from few questions; the evaluation
+scripts (``gen_ea_answer`` + ``speed``) give the figures to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from eagle.model.draft import DynamicTree
+from eagle.model.target import DTYPES
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    tokens: int
+    steps: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def tau(self) -> float:
+        return self.tokens / self.steps
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{flag} takes comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{flag} takes integers >= 1, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eagle.evaluation.tree_sweep", description=__doc__)
+    p.add_argument("--base-model-path", default="smollm2-135m-instruct", help="target model")
+    p.add_argument("--ea-model-path", default=None, help="head (default: the shipped one)")
+    p.add_argument("--bench-name", default="mt_bench", help="mt_bench, humaneval or a path")
+    p.add_argument("--questions", type=int, default=8, help="first N questions (first turns)")
+    p.add_argument("--max-new-token", type=int, default=128, help="new tokens per answer")
+    p.add_argument("--total-token", default="8,12,16", help="comma-separated tree sizes")
+    p.add_argument("--depth", default="4,5,6", help="comma-separated depths")
+    p.add_argument("--top-k", default="4", help="comma-separated branchings")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="bfloat16", help="model dtype")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    return p
+
+
+def run_all(model, prompts: list[torch.Tensor], max_new: int, use_draft: bool) -> tuple:
+    tokens = steps = 0
+    start = time.perf_counter()
+    for ids in prompts:
+        last = None
+        for last in model.generate_steps(ids, max_new_tokens=max_new, use_draft=use_draft):  # noqa: B007
+            pass
+        tokens += last.new_tokens
+        steps += last.steps  # target forwards, the prefill included (tau as in eagle.model)
+    return tokens, max(steps, 1), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    grid = {}
+    for flag in ("total_token", "depth", "top_k"):
+        try:
+            grid[flag] = int_list(getattr(args, flag), "--" + flag.replace("_", "-"))
+        except argparse.ArgumentTypeError as err:
+            parser.error(str(err))
+    if args.questions < 1 or args.max_new_token < 1:
+        parser.error("--questions and --max-new-token must be >= 1")
+
+    from eagle.evaluation.chat import ChatFormatter
+    from eagle.evaluation.questions import load_questions
+    from eagle.model import shipped
+    from eagle.model.ea_model import EaModel
+
+    head = args.ea_model_path or shipped.head_for(args.base_model_path)
+    model = EaModel.from_pretrained(
+        base_model_path=args.base_model_path,
+        ea_model_path=str(head),
+        dtype=DTYPES[args.dtype],
+        device_map=args.device,
+    )
+    chat = ChatFormatter(model.tokenizer)
+    questions = load_questions(args.bench_name, 0, args.questions)
+    device = model.target.device
+    prompts = [
+        torch.tensor([chat.prompt_ids([{"role": "user", "content": q.turns[0]}])], device=device)
+        for q in questions
+    ]
+    run_all(model, prompts[:1], 16, True)  # warm-up
+    run_all(model, prompts[:1], 16, False)
+    rows = [Row("plain (first)", *run_all(model, prompts, args.max_new_token, False))]
+    for total, depth, top_k in itertools.product(*grid.values()):
+        model.set_tree(DynamicTree(total_token=total, depth=depth, top_k=top_k))
+        label = f"total_token={total} depth={depth} top_k={top_k}"
+        rows.append(Row(label, *run_all(model, prompts, args.max_new_token, True)))
+        print(
+            f"{label}: {rows[-1].tokens_per_second:.1f} tok/s, tau {rows[-1].tau:.2f}", flush=True
+        )
+    rows.append(Row("plain (last)", *run_all(model, prompts, args.max_new_token, False)))
+    plain = (rows[0].tokens + rows[-1].tokens) / (rows[0].seconds + rows[-1].seconds)
+    print(f"\n{'setting':40s} {'tok/s':>7s} {'tau':>5s} {'speedup':>7s}")
+    for row in sorted(rows, key=lambda r: -r.tokens_per_second):
+        speedup = row.tokens_per_second / plain
+        print(f"{row.label:40s} {row.tokens_per_second:7.1f} {row.tau:5.2f} {speedup:7.2f}x")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
