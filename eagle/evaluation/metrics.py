@@ -53,6 +53,13 @@ class Agreement:
     turns: int
     same_text: int
     same_tokens: int
+    prefix_chars: int = 0  # characters of each turn before the first difference, summed
+    base_chars: int = 0  # characters of the baseline's turns, summed
+
+    @property
+    def prefix_share(self) -> float:
+        """Share of the baseline's text that the method reproduced before diverging."""
+        return self.prefix_chars / self.base_chars if self.base_chars else 1.0
 
 
 @dataclass
@@ -114,7 +121,7 @@ def agreement(
     method: dict[QuestionId, Answer], baseline: dict[QuestionId, Answer], ids: list[QuestionId]
 ) -> Agreement:
     """Count turns (matched by question, choice index and turn) equal to the baseline's."""
-    turns = same_text = same_tokens = 0
+    turns = same_text = same_tokens = prefix_chars = base_chars = 0
     for question_id in ids:
         base_choices = {c.index: c for c in baseline[question_id].choices}
         for choice in method[question_id].choices:
@@ -127,7 +134,15 @@ def agreement(
                 turns += 1
                 same_text += text == base_text
                 same_tokens += tokens == base_tokens
-    return Agreement(turns, same_text, same_tokens)
+                prefix_chars += common_prefix(text, base_text)
+                base_chars += len(base_text)
+    return Agreement(turns, same_text, same_tokens, prefix_chars, base_chars)
+
+
+def common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def compare(

@@ -123,7 +123,9 @@ def format_report(
     for name, agree in report.agreement.items():
         lines.append(
             f"{name} vs {report.baseline}: identical text in {agree.same_text}/{agree.turns} "
-            f"turns, same token count in {agree.same_tokens}/{agree.turns}"
+            f"turns, same token count in {agree.same_tokens}/{agree.turns}, "
+            f"{100 * agree.prefix_share:.1f}% of the baseline's characters reproduced before "
+            "the first difference"
         )
     if len(report.categories) > 1:
         rows = [

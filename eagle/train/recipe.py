@@ -46,7 +46,7 @@ def data_args(workdir: Path, limit: int, threads: int | None) -> list[str]:
         "--seed", "0", "--limit", str(limit), "--distinct-openings", "--max-turns", "1",
         "--max-len", "640", "--exclude-mt-bench", "--exclude-humaneval",
         "--variants", "eagle3", "--draft-vocab-size", "8192",
-        "--regenerate", "--regen-max-new-tokens", "256", "--regen-batch-size", "32",
+        "--regenerate", "--regen-max-new-tokens", "256", "--regen-batch-size", "64",
         "--dtype", "bfloat16",
     ]  # fmt: skip
     return args + (["--threads", str(threads)] if threads else [])
