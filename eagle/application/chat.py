@@ -1,0 +1,231 @@
+"""The chat logic behind the web UI, free of gradio so that it is testable on its own.
+
+A conversation is a list of ``Turn`` (a user message and the answer given to it). To answer the
+last turn, the conversation is rendered with the model's chat template (``ChatFormatter``, the
+same prompts the evaluation uses), then ``stream_answer`` runs the decode loop step by step and
+yields an ``AnswerUpdate`` after every verification step: the answer text so far, the same text
+cut into ``Segment``s marked drafted (proposed by the head and accepted by the target) or not
+(the target's own bonus token of each step, and the prefill's first token), and live figures.
+
+Text is decoded from all answer ids at every step rather than token by token, so multi-byte
+characters and tokenizers that merge pieces come out right; a trailing incomplete character
+(U+FFFD) is held back until the next step completes it.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from eagle.evaluation.chat import ChatFormatter
+from eagle.evaluation.metrics import common_prefix
+
+HIGHLIGHT_CLASS = "eagle-drafted"
+_INCOMPLETE = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    drafted: bool  # True: drafted by the head and accepted; False: produced by the target
+
+
+@dataclass(eq=False)  # compared by identity: a turn is a place in one conversation
+class Turn:
+    """One exchange: the user's message and the answer given so far (None: not yet asked)."""
+
+    user: str
+    answer: str | None = ""
+    segments: list[Segment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user chose for one answer."""
+
+    use_draft: bool = True  # False: plain decoding through the same target calls (A/B baseline)
+    temperature: float = 0.0  # <= 1e-5 is greedy
+    top_p: float = 0.0  # 0 or 1 = off
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Live speed figures of the answer being generated."""
+
+    new_tokens: int
+    steps: int  # target forward passes, the prefill included
+    seconds: float  # since the request started, the prefill included
+    use_draft: bool
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """The compression ratio: generated tokens per target forward pass (tau)."""
+        return self.new_tokens / self.steps if self.steps else 0.0
+
+    def describe(self) -> str:
+        method = "EAGLE" if self.use_draft else "plain decoding"
+        return (
+            f"**{method}** · **{self.tokens_per_second:.1f} tokens/s** · "
+            f"**{self.tokens_per_step:.2f} tokens per target step** · "
+            f"{self.new_tokens} tokens in {self.steps} steps, {self.seconds:.2f} s"
+        )
+
+
+@dataclass(frozen=True)
+class AnswerUpdate:
+    text: str
+    segments: tuple[Segment, ...]
+    figures: Figures
+    finished: bool
+    stopped: bool = False  # the stop flag ended the answer early
+
+
+class StopFlag:
+    """Set from another thread to end a running answer after its current step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __deepcopy__(self, memo: dict) -> StopFlag:
+        return StopFlag()  # gradio copies a State's initial value for every session
+
+
+def conversation_messages(turns: list[Turn]) -> list[dict[str, str]]:
+    """Chat messages asking for the last turn's answer (earlier answers included)."""
+    messages = []
+    for turn in turns[:-1]:
+        messages += [
+            {"role": "user", "content": turn.user},
+            {"role": "assistant", "content": turn.answer},
+        ]
+    return [*messages, {"role": "user", "content": turns[-1].user}]
+
+
+def split_step(new_ids: list[int], accepted: int) -> tuple[list[int], list[int]]:
+    """Cut one step's new ids into (drafted and accepted, the target's own).
+
+    A step emits its accepted drafts, then the bonus token; an EOS or the token budget can cut
+    that list short, so fewer than ``accepted`` drafts may remain and the bonus may be gone.
+    """
+    drafted = min(accepted, len(new_ids))
+    return new_ids[:drafted], new_ids[drafted:]
+
+
+class AnswerText:
+    """Answer ids -> text and drafted/plain segments, kept consistent as ids arrive."""
+
+    def __init__(self, formatter: ChatFormatter) -> None:
+        self.formatter = formatter
+        self.ids: list[int] = []
+        self.segments: list[Segment] = []
+        self.text = ""
+
+    def extend(self, ids: list[int], drafted: bool, final: bool = False) -> None:
+        if not ids and not final:
+            return
+        self.ids += ids
+        text = self.formatter.answer_text(self.ids)
+        if not final:
+            text = text.rstrip(_INCOMPLETE)
+        keep = common_prefix(self.text, text)
+        if keep < len(self.text):  # decoding rewrote earlier text: keep what still holds
+            self.segments = _truncate(self.segments, keep)
+        if len(text) > keep:
+            self._append(Segment(text[keep:], drafted))
+        self.text = text
+
+    def _append(self, segment: Segment) -> None:
+        if self.segments and self.segments[-1].drafted == segment.drafted:
+            last = self.segments.pop()
+            segment = Segment(last.text + segment.text, segment.drafted)
+        self.segments.append(segment)
+
+
+def stream_answer(
+    model,
+    formatter: ChatFormatter,
+    turns: list[Turn],
+    settings: Settings,
+    max_length: int = 2048,
+    stop: StopFlag | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[AnswerUpdate]:
+    """Answer the last turn of ``turns`` with ``model`` (an ``EaModel``), step by step.
+
+    ``stop``, when given, is cleared when the answer starts and checked after every step.
+    Raises ValueError before the first update when the prompt leaves no room under
+    ``max_length`` (positions) or a setting is out of range.
+    """
+    import torch  # here, so that importing the UI modules stays light
+
+    if stop is not None:
+        stop.clear()
+    prompt = formatter.prompt_ids(conversation_messages(turns))
+    input_ids = torch.tensor([prompt], dtype=torch.long)
+    start = clock()
+    steps = model.generate_steps(
+        input_ids,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        max_length=max_length,
+        use_draft=settings.use_draft,
+    )
+    answer, emitted = AnswerText(formatter), 0
+    for step in steps:
+        new_ids = step.ids[0, len(prompt) + emitted : len(prompt) + step.new_tokens].tolist()
+        emitted = step.new_tokens
+        drafted, own = split_step(new_ids, step.accepted)
+        stopped = not step.finished and stop is not None and stop.is_set()
+        finished = step.finished or stopped
+        answer.extend(drafted, drafted=True)
+        answer.extend(own, drafted=False, final=finished)
+        figures = Figures(step.new_tokens, step.steps, clock() - start, settings.use_draft)
+        yield AnswerUpdate(answer.text, tuple(answer.segments), figures, finished, stopped)
+        if stopped:
+            return
+
+
+def render_answer(segments: tuple[Segment, ...] | list[Segment], highlight: bool) -> str:
+    """The chat bubble's text; with ``highlight``, drafted text is wrapped in ``<mark>``.
+
+    Highlighted answers are HTML-escaped and newlines become ``<br>``: markdown would otherwise
+    split spans across blocks or read model output as markup.
+    """
+    text = "".join(s.text for s in segments)
+    if not highlight:
+        return text
+    parts = []
+    for s in segments:
+        escaped = html.escape(s.text).replace("\n", "<br>")
+        parts.append(f'<mark class="{HIGHLIGHT_CLASS}">{escaped}</mark>' if s.drafted else escaped)
+    return f'<div class="eagle-answer">{"".join(parts)}</div>'
+
+
+def _truncate(segments: list[Segment], length: int) -> list[Segment]:
+    kept, total = [], 0
+    for s in segments:
+        if total + len(s.text) >= length:
+            if length > total:
+                kept.append(Segment(s.text[: length - total], s.drafted))
+            return kept
+        kept.append(s)
+        total += len(s.text)
+    return kept

@@ -1,0 +1,331 @@
+"""A Gradio chat page for EAGLE: streamed answers, live speed figures, drafted tokens marked.
+
+    python -m eagle.application.webui                      # built-in SmolLM2 and its shipped head
+    python -m eagle.application.webui --base-model-path M --ea-model-path H --port 8000
+
+``build_demo(model, tokenizer)`` returns the ``gr.Blocks`` for any loaded ``EaModel`` (tests use
+a tiny random one); ``main(argv)`` parses the flags, loads the model and serves the page on
+``--host``/``--port``, never shared unless ``--share`` is given. The chat logic lives in
+``eagle.application.chat``; this module only lays out components and wires events.
+
+Conversation state is one list of ``Turn`` per browser session (a ``gr.State``), changed in
+place: a new message appends a pending turn (answer ``None``), and the answer event fills the
+first pending turn step by step. Regenerate replaces the last turn by a pending copy and Clear
+empties the list; an answer whose turn is gone stops. Answers run one at a time across
+sessions (one model); Stop, Clear, Regenerate's reset and the highlight switch run at once,
+outside the queue. Gradio is imported only when a page is built, so importing this module
+loads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from eagle.application.chat import (
+    HIGHLIGHT_CLASS,
+    Settings,
+    StopFlag,
+    Turn,
+    render_answer,
+    stream_answer,
+)
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+CSS = f"""
+mark.{HIGHLIGHT_CLASS} {{ background: #ffd08a; color: inherit; border-radius: 3px; padding: 0; }}
+.dark mark.{HIGHLIGHT_CLASS} {{ background: #8a5a00; }}
+#eagle-figures {{ min-height: 1.5em; }}
+"""
+LEGEND = (
+    "Highlighted text was drafted by the head and accepted by the target; plain text is the "
+    "target's own token of each step."
+)
+GENERATE_QUEUE = "eagle-generate"  # one model: answers run one at a time across sessions
+
+
+def chat_messages(turns: list[Turn], highlight: bool) -> list[dict[str, str]]:
+    """The Chatbot's value: user and assistant messages, highlighted answers as HTML."""
+    messages = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.user})
+        if turn.segments or turn.answer:
+            content = render_answer(turn.segments, highlight) if turn.segments else turn.answer
+            messages.append({"role": "assistant", "content": content})
+    return messages
+
+
+def build_demo(
+    model,
+    tokenizer=None,
+    template: str | None = None,
+    max_new_tokens: int = 512,
+    max_length: int | None = None,
+    title: str = "EAGLE chat",
+) -> gr.Blocks:
+    """The chat page for a loaded ``EaModel`` (``tokenizer`` defaults to the model's).
+
+    ``template`` names a FastChat conversation template for tokenizers without a chat
+    template. ``max_length`` caps prompt + answer positions (default: the target's
+    ``max_position_embeddings``, else 2048).
+    """
+    import gradio as gr
+
+    from eagle.evaluation.chat import ChatFormatter
+
+    formatter = ChatFormatter(tokenizer or model.tokenizer, template)
+    if max_length is None:
+        max_length = getattr(model.base_model.config, "max_position_embeddings", None) or 2048
+    chat = ChatHandlers(model, formatter, max_length)
+    with gr.Blocks(title=title) as demo:
+        ui = _layout(gr, f"## {title}\n{describe_model(model)}", max_new_tokens)
+        answer_inputs = [ui.turns, ui.use_eagle, ui.highlight, ui.temperature, ui.top_p]
+        answer_inputs += [ui.max_new, ui.stop_flag]
+        answer_outputs = [ui.chatbot, ui.figures]
+        generate = dict(concurrency_id=GENERATE_QUEUE, concurrency_limit=1)
+        for trigger in (ui.message.submit, ui.send.click):
+            trigger(
+                chat.take, [ui.message, ui.turns, ui.highlight], [ui.message, ui.chatbot],
+                queue=False,
+            ).then(chat.answer, answer_inputs, answer_outputs, **generate)  # fmt: skip
+        ui.regenerate.click(
+            chat.regenerate, [ui.turns, ui.highlight, ui.stop_flag], [ui.chatbot], queue=False
+        ).then(chat.answer, answer_inputs, answer_outputs, **generate)
+        ui.stop.click(StopFlag.set, [ui.stop_flag], None, queue=False)
+        for trigger in (ui.clear.click, ui.chatbot.clear):  # the Clear button, the chat's bin
+            trigger(chat.clear, [ui.turns, ui.stop_flag], answer_outputs, queue=False)
+        ui.highlight.change(chat_messages, [ui.turns, ui.highlight], [ui.chatbot], queue=False)
+    return demo
+
+
+class ChatHandlers:
+    """The page's event handlers; the conversation (a list of Turn) is changed in place."""
+
+    def __init__(self, model, formatter, max_length: int) -> None:
+        self.model, self.formatter, self.max_length = model, formatter, max_length
+
+    @staticmethod
+    def take(message: str, turns: list[Turn], highlight: bool):
+        if message.strip():
+            turns.append(Turn(message.strip(), answer=None))
+        return "", chat_messages(turns, highlight)
+
+    def answer(self, turns, use_eagle, highlight, temperature, top_p, max_new, stop_flag):
+        """Answer the first pending turn, yielding (chat messages, figures) after each step."""
+        import gradio as gr
+
+        pending = [i for i, t in enumerate(turns) if t.answer is None]
+        if not pending:
+            yield chat_messages(turns, highlight), gr.skip()
+            return
+        turn = turns[pending[0]]
+        settings = Settings(bool(use_eagle), float(temperature), float(top_p), int(max_new))
+        updates = stream_answer(
+            self.model, self.formatter, turns[: pending[0] + 1], settings, self.max_length,
+            stop_flag,
+        )  # fmt: skip
+        try:
+            for update in updates:
+                turn.answer, turn.segments = update.text, list(update.segments)
+                if turn not in turns:  # Clear or Regenerate replaced it: show what is there now
+                    yield chat_messages(turns, highlight), ""
+                    return
+                figures = update.figures.describe() + (" · stopped" if update.stopped else "")
+                yield chat_messages(turns, highlight), figures
+        except ValueError as error:  # the prompt does not fit, or a setting is out of range
+            turns.remove(turn)
+            raise gr.Error(f"{error} (press Clear to start a new conversation)") from error
+        finally:
+            if turn.answer is None:  # ended before any step: never leave the turn pending
+                turn.answer = ""
+
+    @staticmethod
+    def regenerate(turns: list[Turn], highlight: bool, stop_flag: StopFlag):
+        """Ask the last message again; an answer still streaming for it is stopped first."""
+        if turns:
+            stop_flag.set()  # the next answer clears it
+            turns[-1] = Turn(turns[-1].user, answer=None)
+        return chat_messages(turns, highlight)
+
+    @staticmethod
+    def clear(turns: list[Turn], stop_flag: StopFlag):
+        stop_flag.set()
+        turns.clear()
+        return [], ""
+
+
+def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
+    """Create the page's components inside the open Blocks; returns them by name."""
+    ui = SimpleNamespace(turns=gr.State([]), stop_flag=gr.State(StopFlag()))
+    gr.Markdown(header)
+    with gr.Row():
+        with gr.Column(scale=4):
+            ui.chatbot = gr.Chatbot(
+                label="Chat", elem_id="eagle-chatbot", height=460, feedback_options=None,
+                buttons=["copy"],
+            )  # fmt: skip
+            ui.figures = gr.Markdown("", elem_id="eagle-figures")
+            with gr.Row():
+                ui.message = gr.Textbox(
+                    placeholder="Type a message and press Enter", show_label=False, scale=5,
+                    elem_id="eagle-message",
+                )  # fmt: skip
+                ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="eagle-send")
+            with gr.Row():
+                ui.stop = gr.Button("Stop", elem_id="eagle-stop")
+                ui.regenerate = gr.Button("Regenerate", elem_id="eagle-regenerate")
+                ui.clear = gr.Button("Clear", elem_id="eagle-clear")
+        with gr.Column(scale=1, min_width=220):
+            ui.use_eagle = gr.Checkbox(
+                True, label="EAGLE (off: plain decoding)", elem_id="eagle-use-draft"
+            )
+            ui.highlight = gr.Checkbox(
+                True, label="Highlight drafted tokens", info=LEGEND, elem_id="eagle-highlight"
+            )
+            ui.temperature = gr.Slider(0.0, 2.0, 0.0, step=0.05, label="Temperature (0 = greedy)")
+            ui.top_p = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="Top-p (0 = off)")
+            ui.max_new = gr.Slider(
+                1, max(2048, max_new_tokens), max_new_tokens, step=1, label="Max new tokens"
+            )
+    return ui
+
+
+def describe_model(model) -> str:
+    target = model.base_model.config
+    name = getattr(target, "name_or_path", "") or type(model.base_model).__name__
+    variant = {"eagle1": "EAGLE-1", "eagle3": "EAGLE-3"}.get(model.ea_layer.variant, "EAGLE")
+    return f"Target `{name}` · {variant} head · tree `{model.tree}` · `{model.target.device}`"
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any):
+    """Serve ``demo`` with the page's CSS; ``kwargs`` go to ``gr.Blocks.launch``."""
+    kwargs.setdefault("share", False)
+    return demo.queue().launch(server_name=host, server_port=port, css=CSS, **kwargs)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from eagle.model.defaults import DEFAULT_TARGET
+    from eagle.model.target import DTYPES
+
+    p = argparse.ArgumentParser(
+        prog="python -m eagle.application.webui", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--base-model-path",
+        default=DEFAULT_TARGET,
+        help=f"target: hub id, local folder or registered name (default: {DEFAULT_TARGET})",
+    )
+    p.add_argument(
+        "--ea-model-path",
+        default=None,
+        help="draft head folder or hub id (default: the head shipped for the built-in target)",
+    )
+    variant = p.add_mutually_exclusive_group()
+    variant.add_argument(
+        "--use-eagle3", dest="use_eagle3", action="store_const", const=True, default=None,
+        help="require an EAGLE-3 head (default: detect the variant from the head)",
+    )  # fmt: skip
+    variant.add_argument(
+        "--no-eagle3", dest="use_eagle3", action="store_const", const=False,
+        help="require an EAGLE-1 head; an EAGLE-3 head is then an error",
+    )  # fmt: skip
+    p.add_argument(
+        "--total-token", type=int, default=None,
+        help="tree nodes verified per step; -1 = measure on this device and choose "
+        "(default: the head's recommended setting, else 60)",
+    )  # fmt: skip
+    p.add_argument("--depth", type=int, default=None, help="tree expansion steps (default 7)")
+    p.add_argument("--top-k", type=int, default=None, help="tree branching (default 10)")
+    p.add_argument(
+        "--max-new-token", "--max-new-tokens", dest="max_new_token", type=int, default=512,
+        help="the initial max-new-tokens setting of the page",
+    )  # fmt: skip
+    p.add_argument(
+        "--template",
+        default=None,
+        help="FastChat conversation template for tokenizers without a chat template",
+    )
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="bfloat16", help="model dtype")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, auto (default: cuda if available)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument(
+        "--share", action="store_true", help="also open a public gradio.live link (off by default)"
+    )
+    args = p.parse_args(argv)
+    _check_ranges(p, args)
+    return args
+
+
+def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.total_token is not None and args.total_token != -1 and args.total_token < 1:
+        parser.error(f"--total-token must be -1 (measure) or >= 1, got {args.total_token}")
+    for flag in ("depth", "top_k", "max_new_token"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be in 1..65535, got {args.port}")
+
+
+def load_model(args: argparse.Namespace):
+    """The ``EaModel`` the flags describe; without a head to use, exit naming --ea-model-path."""
+    import torch
+
+    from eagle.model import shipped
+    from eagle.model.checkpoint import HeadCheckpointError
+    from eagle.model.ea_model import EaModel
+    from eagle.model.target import DTYPES
+
+    head_path = args.ea_model_path
+    if head_path is None:
+        try:
+            head_path = str(shipped.head_for(args.base_model_path))
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"webui: --ea-model-path is needed: {error}") from error
+    settings = shipped.tree_settings(head_path)  # a head's recommended tree, when it has one
+    for name in ("total_token", "depth", "top_k"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}, {device})")
+    try:
+        model = EaModel.from_pretrained(
+            base_model_path=args.base_model_path,
+            ea_model_path=head_path,
+            use_eagle3=args.use_eagle3,
+            dtype=DTYPES[args.dtype],
+            device_map=device,
+            **settings,
+        )
+    except HeadCheckpointError as error:  # includes a --use-eagle3 / --no-eagle3 mismatch
+        raise SystemExit(f"webui: --ea-model-path {head_path}: {error}") from error
+    _say(f"loaded: {model.ea_layer.variant} head, tree {model.tree}")
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    model = load_model(args)
+    try:
+        demo = build_demo(model, model.tokenizer, args.template, max_new_tokens=args.max_new_token)
+    except ValueError as error:  # no chat template and no --template, or an unknown template
+        raise SystemExit(f"webui: {error}") from error
+    launch(demo, args.host, args.port, share=args.share)
+
+
+def _say(message: str) -> None:
+    print(f"webui: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

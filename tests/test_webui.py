@@ -1,0 +1,312 @@
+"""The web UI without a browser: chat logic, the page builder's wiring, and the command line.
+
+A tiny random Llama with a word-level tokenizer (w0..w95, chat template, EOS w2) serves as the
+model; its head is fitted to the test prompt, so EAGLE drafts are mostly accepted and the
+drafted/plain highlighting is exercised. ``tiny_chat_model`` is also used by the browser test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import fit_head, make_model, random_head, save_chat_target_dir
+from transformers import AutoTokenizer
+
+from eagle.application import webui
+from eagle.application.chat import (
+    HIGHLIGHT_CLASS,
+    AnswerText,
+    Figures,
+    Segment,
+    Settings,
+    StopFlag,
+    Turn,
+    conversation_messages,
+    render_answer,
+    split_step,
+    stream_answer,
+)
+from eagle.evaluation.chat import ChatFormatter
+from eagle.model.checkpoint import save_head
+from eagle.model.ea_model import EaModel
+from eagle.model.target import TargetModel
+
+MESSAGE = "w10 w11 w12"  # avoid w2x: the EOS token w2 is matched inside longer words
+
+
+def tiny_chat_model(directory, message: str = MESSAGE, new_tokens: int = 60) -> EaModel:
+    """A saved tiny chat target (in ``directory``) and an EAGLE-3 head fitted to ``message``."""
+    model = make_model("llama")
+    save_chat_target_dir(model, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    target = TargetModel(model)
+    prompt = ChatFormatter(tokenizer).prompt_ids([{"role": "user", "content": message}])
+    head = fit_head(random_head(target, "eagle3"), target, torch.tensor([prompt]), new_tokens, 100)
+    return EaModel(target, head, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory, one_thread):
+    return tiny_chat_model(tmp_path_factory.mktemp("chat-target"))
+
+
+@pytest.fixture(scope="module")
+def formatter(chat_model):
+    return ChatFormatter(chat_model.tokenizer)
+
+
+# -- chat logic ---------------------------------------------------------------------------------
+
+
+def test_split_step_marks_drafts_and_the_bonus_token():
+    assert split_step([7, 8, 9], accepted=2) == ([7, 8], [9])
+    assert split_step([7], accepted=0) == ([], [7])
+    assert split_step([7, 2], accepted=4) == ([7, 2], [])  # EOS cut the step short
+
+
+def test_conversation_messages_include_earlier_answers():
+    turns = [Turn("hi", "hello"), Turn("again")]
+    assert conversation_messages(turns) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+
+
+def test_answer_text_holds_back_an_incomplete_character():
+    from helpers import byte_tokenizer
+
+    tokenizer = byte_tokenizer("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    answer = AnswerText(ChatFormatter(tokenizer))
+    first, second = tokenizer("é", add_special_tokens=False)["input_ids"]
+    answer.extend([tokenizer.convert_tokens_to_ids("a")], drafted=False)
+    answer.extend([first], drafted=True)
+    assert answer.text == "a" and answer.segments == [Segment("a", False)]
+    answer.extend([second], drafted=True, final=True)
+    assert answer.text == "aé"
+    assert answer.segments == [Segment("a", False), Segment("é", True)]
+
+
+class _RewritingFormatter:
+    """Decodes ids through a table, so a later id can rewrite earlier text."""
+
+    def __init__(self, texts: dict[tuple[int, ...], str]) -> None:
+        self.texts = texts
+
+    def answer_text(self, ids: list[int]) -> str:
+        return self.texts[tuple(ids)]
+
+
+def test_answer_text_keeps_segments_consistent_when_decoding_rewrites():
+    answer = AnswerText(_RewritingFormatter({(1,): "ab", (1, 2): "abcd", (1, 2, 3): "abXY"}))
+    answer.extend([1], drafted=False)
+    answer.extend([2], drafted=True)
+    assert answer.segments == [Segment("ab", False), Segment("cd", True)]
+    answer.extend([3], drafted=True)
+    assert answer.segments == [Segment("ab", False), Segment("XY", True)]
+    assert answer.text == "abXY"
+
+
+def test_render_answer_escapes_and_marks_drafted_text():
+    segments = [Segment("a<b>\n", False), Segment("c & d", True)]
+    assert render_answer(segments, highlight=False) == "a<b>\nc & d"
+    html = render_answer(segments, highlight=True)
+    assert "a&lt;b&gt;<br>" in html
+    assert f'<mark class="{HIGHLIGHT_CLASS}">c &amp; d</mark>' in html
+
+
+def test_figures_report_speed_and_compression():
+    figures = Figures(new_tokens=30, steps=10, seconds=2.0, use_draft=True)
+    assert figures.tokens_per_second == 15.0 and figures.tokens_per_step == 3.0
+    text = figures.describe()
+    assert "15.0 tokens/s" in text and "3.00 tokens per target step" in text and "EAGLE" in text
+    assert "plain decoding" in Figures(5, 5, 1.0, use_draft=False).describe()
+
+
+def test_stream_answer_is_lossless_and_counts_steps(chat_model, formatter):
+    turns = [Turn(MESSAGE)]
+    updates = list(stream_answer(chat_model, formatter, turns, Settings(max_new_tokens=40)))
+    prompt = torch.tensor([formatter.prompt_ids(conversation_messages(turns))])
+    ids, new_tokens, _ = chat_model.naivegenerate(prompt, max_new_tokens=40, log=True)
+    last = updates[-1]
+    assert last.finished and all(not u.finished for u in updates[:-1])
+    assert last.text == formatter.answer_text(ids[0, prompt.shape[1] :].tolist())
+    assert "".join(s.text for s in last.segments) == last.text
+    assert last.figures.new_tokens == new_tokens == 40
+    assert last.figures.steps < new_tokens  # the fitted head's drafts are accepted
+    assert any(s.drafted for s in last.segments) and any(not s.drafted for s in last.segments)
+    assert [len(u.text) for u in updates] == sorted(len(u.text) for u in updates)  # streamed
+
+
+def test_plain_decoding_takes_one_step_per_token(chat_model, formatter):
+    settings = Settings(use_draft=False, max_new_tokens=12)
+    *_, last = stream_answer(chat_model, formatter, [Turn(MESSAGE)], settings)
+    assert last.figures.steps == last.figures.new_tokens == 12
+    assert last.figures.tokens_per_step == 1.0
+    assert not any(s.drafted for s in last.segments)
+
+
+def test_sampling_settings_reach_the_decode_loop(chat_model, formatter):
+    settings = Settings(temperature=0.8, top_p=0.9, max_new_tokens=20)
+    *_, last = stream_answer(chat_model, formatter, [Turn(MESSAGE)], settings)
+    assert last.finished and last.figures.new_tokens <= 20
+    with pytest.raises(ValueError, match="top_p"):
+        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], Settings(top_p=1.5)))
+
+
+def test_stop_flag_ends_the_answer_after_the_current_step(chat_model, formatter):
+    stop = StopFlag()
+    stop.set()  # a stale flag from an earlier Stop is cleared when the answer starts
+    updates = stream_answer(chat_model, formatter, [Turn(MESSAGE)], Settings(), stop=stop)
+    first = next(updates)
+    assert not first.finished
+    stop.set()
+    second = next(updates)
+    assert second.stopped and second.finished
+    assert list(updates) == []
+
+
+def test_prompt_too_long_is_a_clear_error(chat_model, formatter):
+    with pytest.raises(ValueError, match="max_length"):
+        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], Settings(), max_length=4))
+
+
+# -- the page builder ---------------------------------------------------------------------------
+
+
+def _handlers(demo) -> dict:
+    return {f.name: f.fn for f in demo.fns.values() if f.fn is not None}
+
+
+def test_build_demo_lays_out_the_page(chat_model):
+    import gradio as gr
+
+    demo = webui.build_demo(chat_model, max_new_tokens=33)
+    assert isinstance(demo, gr.Blocks)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert isinstance(by_id["eagle-chatbot"], gr.Chatbot)
+    assert by_id["eagle-use-draft"].value is True and by_id["eagle-highlight"].value is True
+    labels = {b.value for b in demo.blocks.values() if isinstance(b, gr.Button)}
+    assert {"Send", "Stop", "Regenerate", "Clear"} <= labels
+    sliders = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Slider)}
+    assert sliders["Max new tokens"].value == 33
+    assert {"Temperature (0 = greedy)", "Top-p (0 = off)"} <= set(sliders)
+    assert {"take", "answer", "regenerate", "clear", "chat_messages"} <= set(_handlers(demo))
+
+
+def test_build_demo_handlers_chat_regenerate_and_clear(chat_model):
+    handlers = _handlers(webui.build_demo(chat_model))
+    turns, stop = [], StopFlag()
+    box, shown = handlers["take"](MESSAGE, turns, True)
+    assert box == "" and shown == [{"role": "user", "content": MESSAGE}]
+    outputs = list(handlers["answer"](turns, True, True, 0.0, 0.0, 30, stop))
+    messages, figures = outputs[-1]
+    assert len(outputs) > 2 and "tokens per target step" in figures
+    assert f'class="{HIGHLIGHT_CLASS}"' in messages[-1]["content"]
+    eagle_answer = turns[0].answer
+    assert eagle_answer and turns[0].segments
+
+    handlers["regenerate"](turns, True, stop)
+    assert turns[0].answer is None and turns[0].user == MESSAGE and stop.is_set()
+    *_, (messages, figures) = handlers["answer"](turns, False, False, 0.0, 0.0, 30, stop)
+    assert messages[-1] == {"role": "assistant", "content": eagle_answer}  # greedy: identical
+    assert "plain decoding" in figures and "1.00 tokens per target step" in figures
+
+    handlers["take"](MESSAGE, turns, False)  # Clear while an answer streams: it stops
+    stream = handlers["answer"](turns, True, False, 0.0, 0.0, 30, stop)
+    next(stream)
+    handlers["clear"](turns, stop)
+    assert list(stream) == [([], "")]
+    handlers["take"](MESSAGE, turns, False)
+
+    handlers["take"]("   ", turns, False)  # an empty message adds nothing
+    assert len(turns) == 1
+    assert len(list(handlers["answer"]([Turn("hi", "done")], True, True, 0, 0, 5, stop))) == 1
+    assert handlers["clear"](turns, stop) == ([], "") and turns == [] and stop.is_set()
+
+
+def test_build_demo_needs_a_chat_template(tmp_path, chat_model):
+    from helpers import byte_tokenizer
+
+    with pytest.raises(ValueError, match="chat template"):
+        webui.build_demo(chat_model, byte_tokenizer(chat_template=None))
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def test_importing_the_module_loads_and_parses_nothing():
+    code = (
+        "import sys; sys.argv = ['x', '--bogus']; import eagle.application.webui; "
+        "print('gradio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_flags_defaults_and_variant_switches():
+    args = webui.parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    assert args.ea_model_path is None and args.use_eagle3 is None
+    assert webui.parse_args(["--no-eagle3"]).use_eagle3 is False
+    assert webui.parse_args(["--use-eagle3"]).use_eagle3 is True
+    assert webui.parse_args(["--max-new-tokens", "64"]).max_new_token == 64
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--depth", "0"], "--depth"),
+        (["--top-k", "-1"], "--top-k"),
+        (["--total-token", "0"], "--total-token"),
+        (["--max-new-token", "0"], "--max-new-token"),
+        (["--port", "70000"], "--port"),
+        (["--dtype", "int8"], "float32"),
+        (["--use-eagle3", "--no-eagle3"], "not allowed"),
+    ],
+)
+def test_bad_flags_are_errors_naming_the_flag(argv, named, capsys):
+    with pytest.raises(SystemExit):
+        webui.parse_args(argv)
+    assert named in capsys.readouterr().err
+
+
+def test_default_target_without_a_shipped_head_names_the_flag(monkeypatch):
+    from eagle.model import shipped
+
+    def missing(name):
+        raise FileNotFoundError(f"the shipped head for {name} is missing")
+
+    monkeypatch.setattr(shipped, "head_for", missing)
+    with pytest.raises(SystemExit, match="--ea-model-path"):
+        webui.load_model(webui.parse_args([]))
+
+
+@pytest.fixture(scope="module")
+def saved_dirs(tmp_path_factory, chat_model):
+    root = tmp_path_factory.mktemp("webui-main")
+    chat_model.base_model.save_pretrained(root / "target")
+    chat_model.tokenizer.save_pretrained(root / "target")
+    save_head(chat_model.ea_layer, root / "head")
+    return root
+
+
+def test_main_loads_the_paths_and_serves_on_loopback_unshared(saved_dirs, monkeypatch):
+    served = {}
+
+    def launch(demo, host, port, **kwargs):
+        header = next(b.value for b in demo.blocks.values() if "Target" in str(b.value))
+        served.update(kwargs, host=host, header=header)
+
+    monkeypatch.setattr(webui, "launch", launch)
+    paths = ["--base-model-path", str(saved_dirs / "target")]
+    paths += ["--ea-model-path", str(saved_dirs / "head"), "--dtype", "float32"]
+    webui.main([*paths, "--device", "cpu", "--total-token", "8", "--depth", "3", "--top-k", "2"])
+    assert (served["host"], served["share"]) == ("127.0.0.1", False)
+    assert "EAGLE-3 head" in served["header"]
+    assert "total_token=8, depth=3, top_k=2" in served["header"]
+    with pytest.raises(SystemExit, match="EAGLE3"):  # --no-eagle3 means it: an EAGLE-1 head
+        webui.main([*paths, "--device", "cpu", "--no-eagle3"])
