@@ -56,16 +56,15 @@ def load(args: argparse.Namespace):
     from eagle.model import shipped
     from eagle.model.ea_model import EaModel
 
-    head_path = args.ea_model_path or shipped.head_for(args.base_model_path)
-    settings = shipped.tree_settings(head_path)
-    for name in ("total_token", "depth", "top_k"):
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
+    head_path, settings = shipped.head_and_tree(
+        args.base_model_path, args.ea_model_path,
+        total_token=args.total_token, depth=args.depth, top_k=args.top_k,
+    )  # fmt: skip
     say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}) ...")
     start = time.perf_counter()
     model = EaModel.from_pretrained(
         base_model_path=args.base_model_path,
-        ea_model_path=str(head_path),
+        ea_model_path=head_path,
         dtype=getattr(torch, args.dtype),
         device_map=args.device,
         **settings,

@@ -286,16 +286,13 @@ def load_model(args: argparse.Namespace):
     from eagle.model.ea_model import EaModel
     from eagle.model.target import DTYPES
 
-    head_path = args.ea_model_path
-    if head_path is None:
-        try:
-            head_path = str(shipped.head_for(args.base_model_path))
-        except (ValueError, FileNotFoundError) as error:
-            raise SystemExit(f"webui: --ea-model-path is needed: {error}") from error
-    settings = shipped.tree_settings(head_path)  # a head's recommended tree, when it has one
-    for name in ("total_token", "depth", "top_k"):
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
+    try:
+        head_path, settings = shipped.head_and_tree(
+            args.base_model_path, args.ea_model_path,
+            total_token=args.total_token, depth=args.depth, top_k=args.top_k,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"webui: --ea-model-path is needed: {error}") from error
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     _say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}, {device})")
     try:

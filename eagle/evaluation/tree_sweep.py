@@ -67,14 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_all(model, prompts: list[torch.Tensor], max_new: int, use_draft: bool) -> tuple:
+    """Answer every prompt -> (new tokens, target forwards incl. prefills, seconds)."""
+    generate = model.eagenerate if use_draft else model.naivegenerate
     tokens = steps = 0
     start = time.perf_counter()
     for ids in prompts:
-        last = None
-        for last in model.generate_steps(ids, max_new_tokens=max_new, use_draft=use_draft):  # noqa: B007
-            pass
-        tokens += last.new_tokens
-        steps += last.steps  # target forwards, the prefill included (tau as in eagle.model)
+        _, new_tokens, idx = generate(ids, max_new_tokens=max_new, log=True)
+        tokens, steps = tokens + new_tokens, steps + idx + 1
     return tokens, max(steps, 1), time.perf_counter() - start
 
 

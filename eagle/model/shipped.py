@@ -40,3 +40,14 @@ def tree_settings(head_path: str | Path) -> dict[str, int]:
         return {}
     raw = json.loads(settings_file.read_text())
     return {k: int(raw[k]) for k in ("total_token", "depth", "top_k") if k in raw}
+
+
+def head_and_tree(
+    base_model_path: str | None, ea_model_path: str | None, **overrides: int | None
+) -> tuple[str, dict[str, int]]:
+    """The head to load (``ea_model_path``, else the shipped one) and its tree settings: the
+    head's ``tree.json`` with the ``total_token``/``depth``/``top_k`` overrides that are set."""
+    head = str(ea_model_path or head_for(base_model_path))
+    settings = tree_settings(head)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return head, settings
