@@ -4,13 +4,15 @@ Core dependencies have loose lower bounds; requirements.txt pins the tested set.
 Training (DeepSpeed), the web UI (Gradio) and the FastChat templates are extras.
 """
 
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
 
 setup(
     name="eagle-llm",
     version="0.1.0",
     description="Lossless speculative decoding (EAGLE-1/2/3) for Hugging Face decoder models",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_namespace_packages(include=["eagle", "eagle.*"]),

@@ -3,7 +3,8 @@
 Owns: ``load_target`` (the target's embedding and ``lm_head`` through
 ``eagle.model.target.TargetModel``, plus its fingerprint; the rest is dropped), ``CastInput``,
 ``make_head`` (a fresh head whose architecture comes from the config, the target and the data,
-with the data's draft vocabulary maps installed), and ``make_optimizer`` / ``make_scheduler``.
+with the data's draft vocabulary maps installed), ``init_from_head`` (start from a trained head's
+weights instead) and ``make_optimizer`` / ``make_scheduler``.
 
 Design choices:
 - The target parts stay outside the trained module and are never cast by a mixed-precision
@@ -15,6 +16,7 @@ Design choices:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +92,35 @@ def make_head(
         head.d2t.copy_(d2t)
         head.t2d.copy_(t2d)
     return head
+
+
+def init_from_head(head: DraftHead, path: str, parts: TargetParts) -> list[str]:
+    """Copy a trained head's weights (published format, strict) into ``head``, in place.
+
+    The trained head must have the same computation (``HeadConfig`` equal apart from
+    ``extra``); its draft vocabulary maps (EAGLE-3 ``d2t``/``t2d``) replace the data's, because
+    its ``lm_head`` rows are tied to them. Returns notes for the log (e.g. vocabulary differs).
+    """
+    from eagle.model.checkpoint import load_head
+
+    trained = load_head(path, parts, use_eagle3=head.variant == "eagle3", dtype=torch.float32)
+    ours = dataclasses.replace(head.config, extra={})
+    theirs = dataclasses.replace(trained.config, extra={})
+    if ours != theirs:
+        a, b = dataclasses.asdict(ours), dataclasses.asdict(theirs)
+        diff = ", ".join(f"{k}: config {a[k]!r} vs head {b[k]!r}" for k in a if a[k] != b[k])
+        raise ValueError(f"--init-head {path} does not match the training config: {diff}")
+    notes = []
+    if head.variant == "eagle3" and head.reduced_vocab and not torch.equal(head.d2t, trained.d2t):
+        notes.append(
+            f"--init-head {path} keeps its own draft vocabulary, which differs from the data's"
+        )
+    state = {k: v for k, v in trained.state_dict().items() if k != "embed_tokens.weight"}
+    missing, unexpected = head.load_state_dict(state, strict=False)
+    left = [k for k in missing if k != "embed_tokens.weight"]
+    if left or unexpected:
+        raise ValueError(f"--init-head {path}: missing {left}, unexpected {unexpected}")
+    return notes
 
 
 def make_optimizer(head: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -12,7 +12,8 @@ accelerate's own DeepSpeed settings). CPU smoke run on the built-in SmolLM2 targ
 
 Outputs in ``--cpdir``: ``state-<step>/`` (resumable with ``--resume``), ``metrics.jsonl``
 (one line per epoch) and ``head/``, the head in the published format for
-``EaModel.from_pretrained(TARGET, CKPT/head)``.
+``EaModel.from_pretrained(TARGET, CKPT/head)``. ``--init-head HEAD`` fine-tunes a trained head
+(e.g. the shipped one on more data) instead of starting from random weights.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from accelerate.utils import (
 )
 
 from eagle.model.target import DTYPES as _DTYPES
-from eagle.train.build import load_target, make_head
+from eagle.train.build import init_from_head, load_target, make_head
 from eagle.train.config import TrainConfig, load_config, with_overrides
 from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
 from eagle.train.loss import HeadObjective, LossSpec
@@ -57,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--seed", type=int, help="seed of initialisation, split, order and noise")
+    p.add_argument(
+        "--init-head",
+        help="start from this trained head (published format, same architecture) instead of a "
+        "random one; it keeps its own draft vocabulary; optimizer and schedule start afresh",
+    )
     p.add_argument(
         "--resume", nargs="?", const="", default=None,
         help="resume from a state folder, or (no value) from the newest one in --cpdir",
@@ -159,6 +165,9 @@ def build_trainer(
     parts.embed_tokens.to(accelerator.device)
     parts.lm_head.to(accelerator.device)
     head = make_head(config, target.config, parts, manifest, read_vocab(manifest))
+    if args.init_head:
+        for note in init_from_head(head, args.init_head, parts):
+            accelerator.print(f"note: {note}")
     spec = LossSpec(
         config.variant,
         config.unroll_steps,
