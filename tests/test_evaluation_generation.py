@@ -23,6 +23,7 @@ from eagle.evaluation.methods import EaMethod, Generation, Settings
 from eagle.evaluation.questions import Question
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
 from eagle.model.checkpoint import save_head
+from eagle.model.draft import DynamicTree
 from eagle.model.draft_head import HeadConfig, TargetParts, build_head
 
 EOS = 2
@@ -142,6 +143,18 @@ def test_resumption_completes_without_repeating(tokenizer, tmp_path) -> None:
     assert len(method.prompts) == 5  # nothing left: not even a warm-up
 
 
+def test_lines_record_the_job_settings_and_resume_only_with_them(tokenizer, tmp_path) -> None:
+    method, path = ScriptedMethod([EOS]), tmp_path / "a.jsonl"
+    chat, run = ChatFormatter(tokenizer), RunConfig(Settings(), warmup=0)
+    greedy = {"temperature": 0.0, "method": "m"}
+    generate_answers(_questions()[:1], {"m": Job(method, "model", path, greedy)}, chat, run)
+    assert read_answers(path)[1].settings == greedy
+    sampled = {"m": Job(method, "model", path, {**greedy, "temperature": 1.0})}
+    with pytest.raises(ValueError, match=r"generated with temperature=0\.0; this run has"):
+        generate_answers(_questions(), sampled, chat, run)
+    assert len(method.prompts) == 2  # refused before anything was generated
+
+
 def _fake_ea_model(continuations: dict[str, tuple[list[int], int]]) -> SimpleNamespace:
     def returning(name: str):
         tokens, idx = continuations[name]
@@ -155,6 +168,7 @@ def _fake_ea_model(continuations: dict[str, tuple[list[int], int]]) -> SimpleNam
         eagenerate=returning("eagle"),
         naivegenerate=returning("baseline"),
         base_model=SimpleNamespace(device=torch.device("cpu")),
+        tree=DynamicTree(total_token=4, depth=2, top_k=4),
     )
 
 
@@ -234,6 +248,9 @@ def test_smoke_transformers_reference_methods(tiny_target, question_file, tmp_pa
     turns = answers[1].choices[0]
     assert len(turns.turns) == 2 and all(1 <= n <= 12 for n in turns.new_tokens)
     assert turns.idxs == turns.new_tokens  # generate() does one target forward per token
+    assert "prompt_lookup_tokens" not in answers[1].settings
+    lookup = read_answers(tmp_path / "hf_prompt_lookup.jsonl")[1].settings
+    assert (lookup["method"], lookup["prompt_lookup_tokens"]) == ("hf_prompt_lookup", 10)
     report = _speed(tmp_path, "hf_prompt_lookup", "hf_generate", question_file)
     agree = report.agreement["eagle"]
     assert agree.same_text == agree.turns == 3  # greedy prompt lookup is lossless in fp32
@@ -254,6 +271,22 @@ def test_smoke_eagle_and_baseline(tiny_target, tiny_head, question_file, tmp_pat
     for name in ("eagle", "hf_generate"):  # greedy in fp32: identical to plain decoding
         agree = report.agreement[name]
         assert agree.same_text == agree.same_tokens == agree.turns == 3
+    settings = eagle[1].settings
+    assert settings["method"] == "eagle" and settings["ea_model_path"] == str(tiny_head)
+    assert settings["tree"] == {"total_token": 8, "depth": 3, "top_k": 4}
+    assert (settings["max_new_token"], settings["temperature"], settings["dtype"]) == (
+        12,
+        0.0,
+        "float32",
+    )
+    assert settings["device"] == "cpu" and settings["threads"] == torch.get_num_threads()
+    baseline = read_answers(tmp_path / "baseline.jsonl")[1].settings
+    assert baseline == {k: v for k, v in settings.items() if k not in ("ea_model_path", "tree")} | {
+        "method": "baseline"
+    }
     lines = (tmp_path / "eagle.jsonl").read_text()
     _generate(tiny_target, question_file, out, *argv, *methods)  # complete: nothing is redone
+    assert (tmp_path / "eagle.jsonl").read_text() == lines
+    with pytest.raises(SystemExit):  # other flags: refused before the models load
+        _generate(tiny_target, question_file, out, *argv, *methods, "--max-new-token", "10")
     assert (tmp_path / "eagle.jsonl").read_text() == lines

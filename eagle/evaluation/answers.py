@@ -11,6 +11,12 @@ first EOS, which counts; nothing after it), ``idxs`` the target forward passes (
 included, so τ = new_tokens / idxs and plain decoding has idxs == new_tokens) and ``wall_time``
 the seconds the generation took. Files are appended one line at a time, so an interrupted run
 resumes by skipping the question ids already present.
+
+Each line also carries ``settings``: how it was generated (method, temperature, max new
+tokens, dtype, device, threads, library versions, the EAGLE tree, ...). A file is resumed only
+with the same settings, and ``speed`` compares files only when the settings in
+``SHARED_SETTINGS`` agree, so a speedup never mixes runs made differently. Lines without
+``settings`` (files of the original EAGLE scripts, or older ones) are read and not checked.
 """
 
 from __future__ import annotations
@@ -19,8 +25,27 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 PER_TURN_FIELDS = ("turns", "idxs", "new_tokens", "wall_time")
+# Settings that two answer files must share for their timings to be compared. The others
+# (method, ea_model_path, tree, prompt_lookup_tokens) describe one method and may differ.
+SHARED_SETTINGS = (
+    "base_model_path",
+    "dtype",
+    "device",
+    "threads",
+    "torch_version",
+    "transformers_version",
+    "temperature",
+    "top_p",
+    "max_new_token",
+    "max_length",
+    "max_turns",
+    "num_choices",
+    "seed",
+)
+Settings = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -42,11 +67,14 @@ class Answer:
     model_id: str
     choices: list[Choice]
     tstamp: float
+    settings: Settings | None = None  # how it was generated; None in files without it
 
 
-def make_answer(question_id: int | str, model_id: str, choices: list[Choice]) -> Answer:
+def make_answer(
+    question_id: int | str, model_id: str, choices: list[Choice], settings: Settings | None = None
+) -> Answer:
     """An answer stamped with the current time."""
-    return Answer(question_id, model_id, choices, time.time())
+    return Answer(question_id, model_id, choices, time.time(), settings)
 
 
 def append_answer(path: Path, answer: Answer) -> None:
@@ -76,11 +104,12 @@ def read_answers(path: Path) -> dict[int | str, Answer]:
     return answers
 
 
-def answered_ids(path: Path, model_id: str) -> set[int | str]:
+def answered_ids(path: Path, model_id: str, settings: Settings | None = None) -> set[int | str]:
     """Question ids already answered in ``path`` (empty when it does not exist yet).
 
-    Raises ``ValueError`` when the file holds answers of another model id, so two runs are
-    never mixed in one file.
+    Raises ``ValueError`` when the file holds answers of another model id, or answers whose
+    ``settings`` differ from ``settings`` on any of its keys, so two runs are never mixed in
+    one file.
     """
     if not path.exists():
         return set()
@@ -91,7 +120,63 @@ def answered_ids(path: Path, model_id: str) -> set[int | str]:
             f"answer file {path} holds answers of model_id {others}, not {model_id!r}: "
             "pass another --answer-file or the same --model-id to resume it"
         )
+    recorded = file_settings(path, answers)
+    if settings is not None and recorded is not None:
+        keys = [k for k in settings if k in recorded and recorded[k] != settings[k]]
+        if keys:
+            raise ValueError(
+                f"answer file {path} was generated with {_describe(recorded, keys)}; this run "
+                f"has {_describe(settings, keys)}: pass another --answer-file, or the same "
+                "settings to resume it"
+            )
     return set(answers)
+
+
+def file_settings(path: Path | str, answers: dict[int | str, Answer]) -> Settings | None:
+    """The settings every line of an answer file was generated with (None if none say).
+
+    Raises ``ValueError`` when lines of one file were generated with different settings.
+    """
+    records = [a.settings for a in answers.values() if a.settings is not None]
+    if not records:
+        return None
+    for record in records[1:]:
+        keys = sorted(k for k in {*records[0], *record} if records[0].get(k) != record.get(k))
+        if keys:
+            raise ValueError(
+                f"answer file {path} mixes runs with different settings "
+                f"({_describe(records[0], keys)} against {_describe(record, keys)}); "
+                "split it or regenerate"
+            )
+    return records[0]
+
+
+def shared_settings(settings: dict[str, Settings | None]) -> Settings:
+    """The ``SHARED_SETTINGS`` that the named files agree on (those that record them).
+
+    Raises ``ValueError`` naming each shared setting whose value differs between files, with
+    every file's value: their timings would not be comparable.
+    """
+    shared: Settings = {}
+    conflicts = []
+    for key in SHARED_SETTINGS:
+        values = {name: s[key] for name, s in settings.items() if s is not None and key in s}
+        first = next(iter(values.values()), None)
+        if any(value != first for value in values.values()):
+            found = ", ".join(f"{name} {value!r}" for name, value in values.items())
+            conflicts.append(f"{key} ({found})")
+        elif values:
+            shared[key] = first
+    if conflicts:
+        raise ValueError(
+            f"the answer files were generated with different {'; '.join(conflicts)}: compare "
+            "files made with the same settings, or pass --allow-different-settings"
+        )
+    return shared
+
+
+def _describe(settings: Settings, keys: list[str]) -> str:
+    return ", ".join(f"{k}={settings.get(k)!r}" for k in keys)
 
 
 def _parse_answer(line: str, where: str) -> Answer:
@@ -103,7 +188,11 @@ def _parse_answer(line: str, where: str) -> Answer:
     if missing or not isinstance(record["choices"], list) or not record["choices"]:
         raise ValueError(f"{where}: an answer needs question_id, model_id and non-empty choices")
     choices = [_parse_choice(c, where) for c in record["choices"]]
-    return Answer(record["question_id"], record["model_id"], choices, record.get("tstamp", 0.0))
+    settings = record.get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"{where}: settings must be an object, got {type(settings).__name__}")
+    tstamp = record.get("tstamp", 0.0)
+    return Answer(record["question_id"], record["model_id"], choices, tstamp, settings)
 
 
 def _parse_choice(record: dict, where: str) -> Choice:

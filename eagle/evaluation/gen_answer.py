@@ -3,7 +3,9 @@
 ``gen_ea_answer`` and ``gen_baseline_answer`` (and the per-model aliases) are this command line
 with another default ``--method``; the loop itself is ``eagle.evaluation.runner``. Several
 ``--method`` values load the models once and run interleaved, each into its own answer file.
-Flag errors are reported before any model is loaded.
+Every answer line records the run's settings (``run_settings`` and the method's own), so a
+file is resumed only with the same flags. Flag errors, and answer files that cannot be resumed
+with these flags, are reported before any model is loaded.
 
 Example (then compare with ``python -m eagle.evaluation.speed``)::
 
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from eagle.evaluation.answers import answered_ids
 from eagle.evaluation.chat import ChatFormatter, check_template
@@ -23,10 +28,12 @@ from eagle.evaluation.methods import (
     DTYPES,
     EA_METHODS,
     METHOD_NAMES,
+    Method,
     ModelConfig,
     Settings,
     build_methods,
     check_methods,
+    resolved_device,
 )
 from eagle.evaluation.questions import bench_label, load_questions
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
@@ -48,8 +55,9 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
         check_methods(names, models)
         check_template(args.template)
         paths = answer_files(args, names)
+        shared = run_settings(args)
         for model_id, path in paths.values():
-            answered_ids(path, model_id)  # a file that cannot be resumed fails before loading
+            answered_ids(path, model_id, shared)  # a file that cannot be resumed fails early
         questions = load_questions(args.bench_name, args.question_begin, args.question_end)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
@@ -58,7 +66,10 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
         chat = ChatFormatter(tokenizer, args.template)
     except ValueError as error:
         parser.error(str(error))
-    jobs = {name: Job(methods[name], model_id, path) for name, (model_id, path) in paths.items()}
+    jobs = {
+        name: Job(methods[name], model_id, path, method_settings(shared, name, methods, models))
+        for name, (model_id, path) in paths.items()
+    }
     written = generate_answers(questions, jobs, chat, run)
     for name, job in jobs.items():
         print(f"{name}: {job.answer_file}")
@@ -168,6 +179,35 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     settings = Settings(args.temperature, args.top_p, args.max_new_token, args.max_length)
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings every method of this run shares, as recorded in the answer files."""
+    import transformers
+
+    return {
+        "base_model_path": args.base_model_path,
+        "dtype": args.dtype,
+        "device": resolved_device(args.device),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_new_token": args.max_new_token,
+        "max_length": args.max_length,
+        "max_turns": args.max_turns,
+        "num_choices": args.num_choices,
+        "seed": args.seed,
+    }
+
+
+def method_settings(
+    shared: dict[str, Any], name: str, methods: dict[str, Method], models: ModelConfig
+) -> dict[str, Any]:
+    """One method's answer-file settings: the shared ones, the method and its own settings."""
+    head = {"ea_model_path": models.ea_model_path} if name == "eagle" else {}
+    return {**shared, "method": name, **head, **methods[name].record}
 
 
 ORIGINAL_TREE = {"total_token": 60, "depth": 7, "top_k": 10}  # the original scripts' defaults

@@ -7,11 +7,14 @@
 
 Every method returns the generated ids cut after the first EOS (which counts) by the same
 function, so all answer files count tokens identically. Target steps are the model's own count
-for EaModel (``idx + 1``) and the number of target forward calls for ``generate()``.
+for EaModel (``idx + 1``) and the number of target forward calls for ``generate()``. Each
+method's ``record`` holds its own settings for the answer files (the EAGLE tree, the prompt
+lookup length).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +22,9 @@ from typing import Any, Protocol
 
 import torch
 
+from eagle.model.draft import DynamicTree
 from eagle.model.target import DTYPES
+from eagle.model.tree import StaticTree
 from eagle.model.verify import GREEDY_TEMPERATURE
 
 METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
@@ -49,6 +54,7 @@ class Method(Protocol):
     """A decoding method: prompt ids in, a ``Generation`` out."""
 
     device: torch.device
+    record: dict[str, Any]  # the method's own settings, written to its answer file
 
     def generate(self, prompt: list[int], settings: Settings) -> Generation: ...
 
@@ -71,6 +77,7 @@ class EaMethod:
             ea_model.eagenerate if name == "eagle" else ea_model.naivegenerate
         )
         self.device = ea_model.base_model.device
+        self.record = {"tree": tree_record(ea_model.tree)} if name == "eagle" else {}
         self._eos_ids = eos_ids
 
     def generate(self, prompt: list[int], settings: Settings) -> Generation:
@@ -99,6 +106,7 @@ class HFGenerateMethod:
         self._eos_ids = eos_ids
         self._prompt_lookup = prompt_lookup
         self.device = model.device
+        self.record = {} if prompt_lookup is None else {"prompt_lookup_tokens": prompt_lookup}
 
     def generate(self, prompt: list[int], settings: Settings) -> Generation:
         """Generate with ``generate()``; steps = the target's forward calls."""
@@ -118,6 +126,13 @@ class HFGenerateMethod:
             )
         tokens = cut_at_eos(output[0, len(prompt) :].tolist(), self._eos_ids)
         return Generation(tokens, calls[0])
+
+
+def tree_record(tree: DynamicTree | StaticTree) -> dict[str, Any]:
+    """A JSON-ready description of an EaModel tree: the dynamic tree's sizes, or the paths."""
+    if isinstance(tree, StaticTree):
+        return {"static_paths": [list(path) for path in tree.paths]}
+    return dataclasses.asdict(tree)
 
 
 @contextmanager
@@ -192,6 +207,13 @@ def check_methods(names: list[str], config: ModelConfig) -> None:
     if config.ea_model_path is None and set(names) & set(EA_METHODS):
         raise ValueError("--ea-model-path is required by the eagle and baseline methods")
     _load_kwargs(config)
+
+
+def resolved_device(device: str) -> str:
+    """The device type a ``--device`` value loads onto: ``auto`` is cuda when available."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _load_kwargs(config: ModelConfig) -> dict[str, Any]:

@@ -2,17 +2,19 @@
 
 For each pending question and each method (interleaved, so the methods' timings share the
 machine state) the turns are asked in order within one conversation, turn 2 seeing the method's
-own turn-1 answer; each turn is timed on its own and the question's line is appended to the
-method's answer file at once (format in ``eagle.evaluation.answers``). Questions already in a
-file are skipped, so a rerun completes an interrupted one.
+own turn-1 answer; each turn is timed on its own and the question's line, with the job's
+settings, is appended to the method's answer file at once (format in
+``eagle.evaluation.answers``). Questions already in a file are skipped, so a rerun with the
+same settings completes an interrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -39,18 +41,23 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Job:
-    """One method's share of a run: what generates, under which id, into which file."""
+    """One method's share of a run: what generates, under which id, into which file, and the
+    settings recorded on each line (a file is resumed only with equal settings)."""
 
     method: Method
     model_id: str
     answer_file: Path
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def generate_answers(
     questions: list[Question], jobs: dict[str, Job], chat: ChatFormatter, run: RunConfig
 ) -> int:
     """Answer every question not yet in each job's file; return the number of lines written."""
-    done = {name: answered_ids(job.answer_file, job.model_id) for name, job in jobs.items()}
+    done = {
+        name: answered_ids(job.answer_file, job.model_id, job.settings)
+        for name, job in jobs.items()
+    }
     todo = [q for q in questions if any(q.question_id not in ids for ids in done.values())]
     if not todo:
         return 0
@@ -63,7 +70,9 @@ def generate_answers(
             choices = [
                 answer_choice(question, job.method, chat, run, i) for i in range(run.num_choices)
             ]
-            append_answer(job.answer_file, make_answer(question.question_id, job.model_id, choices))
+            settings = job.settings or None  # an empty record says nothing
+            answer = make_answer(question.question_id, job.model_id, choices, settings)
+            append_answer(job.answer_file, answer)
             written += 1
     return written
 

@@ -3,7 +3,10 @@
 Compares an EAGLE answer file (and optionally more, ``--extra-answers NAME=FILE``) with a
 baseline answer file over the questions they all answered, overall and per category, and
 prints a table; ``--json`` writes the same numbers, ``--plot`` draws speedup and τ per category.
-Definitions are in ``eagle.evaluation.metrics``. Example::
+Definitions are in ``eagle.evaluation.metrics``. Files whose recorded settings differ in one of
+``SHARED_SETTINGS`` (temperature, max new tokens, dtype, device, threads, ...) are refused
+unless ``--allow-different-settings`` is given; the settings are printed with the table.
+Example::
 
     python -m eagle.evaluation.speed --ea-answers outputs/mt_bench/m-eagle.jsonl \\
         --baseline-answers outputs/mt_bench/m-baseline.jsonl --bench-name mt_bench \\
@@ -18,7 +21,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from eagle.evaluation.answers import Answer, read_answers
+from eagle.evaluation.answers import (
+    Answer,
+    Settings,
+    file_settings,
+    read_answers,
+    shared_settings,
+)
 from eagle.evaluation.metrics import QuestionId, Report, Summary, compare
 from eagle.evaluation.questions import load_questions
 
@@ -47,13 +56,15 @@ def main(argv: list[str] | None = None) -> Report:
     try:
         paths = answer_paths(args)
         files = {name: read_answers(path) for name, path in paths.items()}
+        settings = {name: file_settings(paths[name], files[name]) for name in files}
+        shared = {} if args.allow_different_settings else shared_settings(settings)
         categories = load_categories(args.bench_name)
         report = compare(files, BASELINE_NAME, categories)
     except ValueError as error:
         parser.error(str(error))
-    print(format_report(report, paths, files))
+    print(format_report(report, paths, files, settings, shared))
     if args.json:
-        write_json(report, paths, Path(args.json))
+        write_json(report, paths, settings, Path(args.json))
         print(f"JSON written to {args.json}")
     if args.plot:
         from eagle.evaluation.plot import plot_report
@@ -81,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="question set giving the categories: mt_bench, humaneval or a question.jsonl "
         "path (default: one category 'all')",
     )
+    parser.add_argument(
+        "--allow-different-settings",
+        action="store_true",
+        help="compare files even when their recorded temperature, max new tokens, dtype, "
+        "device, threads, ... differ (default: refuse)",
+    )
     parser.add_argument("--json", help="write the report as JSON to this path")
     parser.add_argument("--plot", help="draw speedup and tau per category to this image path")
     return parser
@@ -107,10 +124,25 @@ def load_categories(bench: str | None) -> dict[QuestionId, str] | None:
 
 
 def format_report(
-    report: Report, paths: dict[str, Path], files: dict[str, dict[QuestionId, Answer]]
+    report: Report,
+    paths: dict[str, Path],
+    files: dict[str, dict[QuestionId, Answer]],
+    settings: dict[str, Settings | None] | None = None,
+    shared: Settings | None = None,
 ) -> str:
-    """The readable report: files, coverage warnings, overall and per-category tables."""
+    """The readable report: files and settings, coverage warnings, overall and per-category
+    tables. ``settings`` are each file's recorded settings, ``shared`` those all files share."""
+    settings = settings or {}
+    shared = shared or {}
     lines = [f"{name}: {path} (model_id {_model_ids(files[name])})" for name, path in paths.items()]
+    if shared:
+        lines.append("settings: " + _format_settings(shared))
+    for name, recorded in settings.items():
+        own = {k: v for k, v in (recorded or {}).items() if k not in shared and k != "method"}
+        if recorded is None:
+            lines.append(f"{name} settings: not recorded in the file")
+        elif own:
+            lines.append(f"{name} settings: " + _format_settings(own))
     lines += [
         f"WARNING: {name} lacks {len(ids)} question(s) others answered: {_shorten(ids)}"
         for name, ids in report.missing.items()
@@ -120,12 +152,14 @@ def format_report(
         lines.append(f"WARNING: the baseline's tau is {base_tau:.3f}, not 1: is it plain decoding?")
     lines += ["", f"Overall ({report.questions} questions answered by every file)"]
     lines += format_table(COLUMNS, [_row(n, s) for n, s in report.overall.items()])
+    sampled = _sampled(settings)
     for name, agree in report.agreement.items():
         lines.append(
             f"{name} vs {report.baseline}: identical text in {agree.same_text}/{agree.turns} "
             f"turns, same token count in {agree.same_tokens}/{agree.turns}, "
             f"{100 * agree.prefix_share:.1f}% of the baseline's characters reproduced before "
             "the first difference"
+            + (f" (sampled at temperature {sampled:g}: not expected to match)" if sampled else "")
         )
     if len(report.categories) > 1:
         rows = [
@@ -149,10 +183,14 @@ def format_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
     return [header, "-" * len(header), *render]
 
 
-def write_json(report: Report, paths: dict[str, Path], out: Path) -> None:
-    """Write the report, with the compared files and the metric definitions, as JSON."""
+def write_json(
+    report: Report, paths: dict[str, Path], settings: dict[str, Settings | None], out: Path
+) -> None:
+    """Write the report, with the compared files, their settings and the metric definitions,
+    as JSON."""
     data = {
         "files": {name: str(path) for name, path in paths.items()},
+        "settings": settings,
         "definitions": {
             "tokens_per_s": "sum of new_tokens / sum of wall_time",
             "tau": "sum of new_tokens / sum of idxs (target forward passes)",
@@ -176,6 +214,21 @@ def _row(name: str, summary: Summary) -> list[str]:
         f"{summary.speedup_total:.2f}x",
         f"{summary.speedup_mean:.2f}x",
     ]
+
+
+def _format_settings(settings: Settings) -> str:
+    return ", ".join(f"{key} {value}" for key, value in settings.items())
+
+
+def _sampled(settings: dict[str, Settings | None]) -> float:
+    """The highest recorded sampling temperature (0.0 when every file is greedy or silent)."""
+    temperatures = [s.get("temperature", 0.0) for s in settings.values() if s is not None]
+    highest = max(temperatures, default=0.0)
+    if highest <= 0.0:
+        return 0.0
+    from eagle.model.verify import GREEDY_TEMPERATURE  # imports torch: only when needed
+
+    return highest if highest > GREEDY_TEMPERATURE else 0.0
 
 
 def _model_ids(answers: dict[QuestionId, Answer]) -> str:
