@@ -2,11 +2,12 @@
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
 chromium-driver``) and the ``selenium`` package; skips with the reason when one is missing.
-Selenium is pointed at the system driver and browser, so nothing is downloaded.
+The browser is driven with the helpers of ``eagle.application.screenshot``.
 
 The tiny model sleeps a little in every target forward so that a browser polling the page can
-see the answer grow step by step. Set ``EAGLE_WEBUI_SCREENSHOT=figs/webui.png`` to keep the
-page's screenshot (otherwise it goes to the test's temporary folder).
+see the answer grow step by step. Set ``EAGLE_WEBUI_SCREENSHOT=PATH`` to keep the page's
+screenshot (otherwise it goes to the test's temporary folder); the README's picture is taken on
+the real model by ``python -m eagle.application.screenshot``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import shutil
 import time
 
 import pytest
@@ -22,9 +22,16 @@ from test_webui import MESSAGE, tiny_chat_model
 
 from eagle.application import webui
 from eagle.application.chat import HIGHLIGHT_CLASS
+from eagle.application.screenshot import (
+    FIGURES_JS,
+    LAST_ANSWER_JS,
+    browser_paths,
+    chrome_driver,
+    send_message,
+    wait_for,
+)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
+CHROMIUM, DRIVER = browser_paths()
 STEP_DELAY = 0.06  # seconds of sleep per target forward: a visible stream of steps
 NEW_TOKENS = 60
 
@@ -39,12 +46,6 @@ pytestmark = [
     ),
     pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),  # gradio's use of pandas
 ]
-
-LAST_ANSWER = """
-const answers = document.querySelectorAll('#eagle-chatbot [data-testid="bot"]');
-return answers.length ? answers[answers.length - 1].innerText.trim() : '';
-"""
-FIGURES = "return document.getElementById('eagle-figures').innerText.trim();"
 
 
 @pytest.fixture
@@ -61,28 +62,9 @@ def page_url(tmp_path, one_thread, monkeypatch):
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1280,960")
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chrome_driver()
     yield driver
     driver.quit()
-
-
-def wait_for(probe, timeout: float = 30.0, every: float = 0.03):
-    """Call ``probe`` until it returns something truthy; that value, or fail at the timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for the page")
 
 
 def watch_answer(driver, done: str) -> tuple[list[str], str]:
@@ -90,22 +72,21 @@ def watch_answer(driver, done: str) -> tuple[list[str], str]:
     seen: list[str] = []
 
     def finished():
-        answer, figures = driver.execute_script(LAST_ANSWER), driver.execute_script(FIGURES)
+        answer, figures = driver.execute_script(LAST_ANSWER_JS), driver.execute_script(FIGURES_JS)
         if answer and (not seen or seen[-1] != answer):
             seen.append(answer)
         complete = f"{NEW_TOKENS} tokens" in figures and done in figures
-        return figures if complete and seen[-1:] == [driver.execute_script(LAST_ANSWER)] else None
+        return (
+            figures if complete and seen[-1:] == [driver.execute_script(LAST_ANSWER_JS)] else None
+        )
 
     return seen, wait_for(finished)
 
 
 def test_chat_streams_an_answer_with_live_figures(page_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
-    browser.get(page_url)
-    box = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#eagle-message textarea"))[0]
-    box.send_keys(MESSAGE, Keys.ENTER)
+    send_message(browser, page_url, MESSAGE)
 
     seen, figures = watch_answer(browser, "EAGLE")
     words = [answer for answer in seen if answer.startswith("w")]
@@ -124,7 +105,7 @@ def test_chat_streams_an_answer_with_live_figures(page_url, browser, tmp_path):
     browser.find_element(By.ID, "eagle-regenerate").click()
     _, figures = watch_answer(browser, "plain decoding")
     assert "1.00 tokens per target step" in figures
-    assert browser.execute_script(LAST_ANSWER) == eagle_answer
+    assert browser.execute_script(LAST_ANSWER_JS) == eagle_answer
 
     browser.find_element(By.ID, "eagle-clear").click()
-    wait_for(lambda: not browser.execute_script(LAST_ANSWER))
+    wait_for(lambda: not browser.execute_script(LAST_ANSWER_JS))

@@ -211,12 +211,20 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_ranges(parser, args)
+    return args
+
+
+def build_parser(
+    prog: str = "python -m eagle.application.webui", description: str | None = None
+) -> argparse.ArgumentParser:
+    """The web UI's flags (model, tree, page and server); other commands add their own."""
     from eagle.model.defaults import DEFAULT_TARGET
     from eagle.model.target import DTYPES
 
-    p = argparse.ArgumentParser(
-        prog="python -m eagle.application.webui", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n")[0])
     p.add_argument(
         "--base-model-path",
         default=DEFAULT_TARGET,
@@ -261,12 +269,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--share", action="store_true", help="also open a public gradio.live link (off by default)"
     )
-    args = p.parse_args(argv)
-    _check_ranges(p, args)
-    return args
+    return p
 
 
-def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser`` naming the first web UI flag out of its range."""
     if args.total_token is not None and args.total_token != -1 and args.total_token < 1:
         parser.error(f"--total-token must be -1 (measure) or >= 1, got {args.total_token}")
     for flag in ("depth", "top_k", "max_new_token"):
