@@ -4,7 +4,7 @@ Loads the model as ``webui`` does (the same flags), serves the page on loopback,
 headless Chromium, sends one message, waits until the answer has stopped growing and saves the
 page as a PNG. The README's picture is made with::
 
-    python -m eagle.application.screenshot --out figs/webui.png
+    python -m eagle.application.screenshot --out figs/webui.png --max-new-token 200
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; selenium is
 pointed at the system's driver and browser, so nothing is downloaded. The browser helpers
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_MESSAGE = "Write a short poem about the sea, then explain its imagery in two sentences."
+DEFAULT_MESSAGE = "Explain how a rainbow forms, step by step."
 LAST_ANSWER_JS = """
 const answers = document.querySelectorAll('#eagle-chatbot [data-testid="bot"]');
 return answers.length ? answers[answers.length - 1].innerText.trim() : '';

@@ -45,7 +45,7 @@ SHARED_SETTINGS = (
     "num_choices",
     "seed",
 )
-Settings = dict[str, Any]
+RecordedSettings = dict[str, Any]  # an answer line's "settings" object
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,14 @@ class Answer:
     model_id: str
     choices: list[Choice]
     tstamp: float
-    settings: Settings | None = None  # how it was generated; None in files without it
+    settings: RecordedSettings | None = None  # how it was generated; None in files without it
 
 
 def make_answer(
-    question_id: int | str, model_id: str, choices: list[Choice], settings: Settings | None = None
+    question_id: int | str,
+    model_id: str,
+    choices: list[Choice],
+    settings: RecordedSettings | None = None,
 ) -> Answer:
     """An answer stamped with the current time."""
     return Answer(question_id, model_id, choices, time.time(), settings)
@@ -104,7 +107,9 @@ def read_answers(path: Path) -> dict[int | str, Answer]:
     return answers
 
 
-def answered_ids(path: Path, model_id: str, settings: Settings | None = None) -> set[int | str]:
+def answered_ids(
+    path: Path, model_id: str, settings: RecordedSettings | None = None
+) -> set[int | str]:
     """Question ids already answered in ``path`` (empty when it does not exist yet).
 
     Raises ``ValueError`` when the file holds answers of another model id, or answers whose
@@ -132,7 +137,7 @@ def answered_ids(path: Path, model_id: str, settings: Settings | None = None) ->
     return set(answers)
 
 
-def file_settings(path: Path | str, answers: dict[int | str, Answer]) -> Settings | None:
+def file_settings(path: Path | str, answers: dict[int | str, Answer]) -> RecordedSettings | None:
     """The settings every line of an answer file was generated with (None if none say).
 
     Raises ``ValueError`` when lines of one file were generated with different settings.
@@ -151,13 +156,13 @@ def file_settings(path: Path | str, answers: dict[int | str, Answer]) -> Setting
     return records[0]
 
 
-def shared_settings(settings: dict[str, Settings | None]) -> Settings:
+def shared_settings(settings: dict[str, RecordedSettings | None]) -> RecordedSettings:
     """The ``SHARED_SETTINGS`` that the named files agree on (those that record them).
 
     Raises ``ValueError`` naming each shared setting whose value differs between files, with
     every file's value: their timings would not be comparable.
     """
-    shared: Settings = {}
+    shared: RecordedSettings = {}
     conflicts = []
     for key in SHARED_SETTINGS:
         values = {name: s[key] for name, s in settings.items() if s is not None and key in s}
@@ -175,7 +180,7 @@ def shared_settings(settings: dict[str, Settings | None]) -> Settings:
     return shared
 
 
-def _describe(settings: Settings, keys: list[str]) -> str:
+def _describe(settings: RecordedSettings, keys: list[str]) -> str:
     return ", ".join(f"{k}={settings.get(k)!r}" for k in keys)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from eagle.evaluation.answers import (
     Answer,
-    Settings,
+    RecordedSettings,
     file_settings,
     read_answers,
     shared_settings,
@@ -127,8 +127,8 @@ def format_report(
     report: Report,
     paths: dict[str, Path],
     files: dict[str, dict[QuestionId, Answer]],
-    settings: dict[str, Settings | None] | None = None,
-    shared: Settings | None = None,
+    settings: dict[str, RecordedSettings | None] | None = None,
+    shared: RecordedSettings | None = None,
 ) -> str:
     """The readable report: files and settings, coverage warnings, overall and per-category
     tables. ``settings`` are each file's recorded settings, ``shared`` those all files share."""
@@ -184,7 +184,7 @@ def format_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
 
 
 def write_json(
-    report: Report, paths: dict[str, Path], settings: dict[str, Settings | None], out: Path
+    report: Report, paths: dict[str, Path], settings: dict[str, RecordedSettings | None], out: Path
 ) -> None:
     """Write the report, with the compared files, their settings and the metric definitions,
     as JSON."""
@@ -216,11 +216,11 @@ def _row(name: str, summary: Summary) -> list[str]:
     ]
 
 
-def _format_settings(settings: Settings) -> str:
+def _format_settings(settings: RecordedSettings) -> str:
     return ", ".join(f"{key} {value}" for key, value in settings.items())
 
 
-def _sampled(settings: dict[str, Settings | None]) -> float:
+def _sampled(settings: dict[str, RecordedSettings | None]) -> float:
     """The highest recorded sampling temperature (0.0 when every file is greedy or silent)."""
     temperatures = [s.get("temperature", 0.0) for s in settings.values() if s is not None]
     highest = max(temperatures, default=0.0)
