@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from eagle.evaluation.answers import answered_ids
+from eagle.evaluation.answers import RecordedSettings, answered_ids
 from eagle.evaluation.chat import ChatFormatter, check_template
 from eagle.evaluation.methods import (
     DEVICES,
@@ -181,7 +180,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
 
-def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+def run_settings(args: argparse.Namespace) -> RecordedSettings:
     """The settings every method of this run shares, as recorded in the answer files."""
     import transformers
 
@@ -203,8 +202,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def method_settings(
-    shared: dict[str, Any], name: str, methods: dict[str, Method], models: ModelConfig
-) -> dict[str, Any]:
+    shared: RecordedSettings, name: str, methods: dict[str, Method], models: ModelConfig
+) -> RecordedSettings:
     """One method's answer-file settings: the shared ones, the method and its own settings."""
     head = {"ea_model_path": models.ea_model_path} if name == "eagle" else {}
     return {**shared, "method": name, **head, **methods[name].record}

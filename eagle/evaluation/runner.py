@@ -14,12 +14,17 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from eagle.evaluation.answers import Choice, answered_ids, append_answer, make_answer
+from eagle.evaluation.answers import (
+    Choice,
+    RecordedSettings,
+    answered_ids,
+    append_answer,
+    make_answer,
+)
 from eagle.evaluation.chat import ChatFormatter, Message
 from eagle.evaluation.methods import Generation, Method, Settings
 from eagle.evaluation.questions import Question
@@ -47,7 +52,7 @@ class Job:
     method: Method
     model_id: str
     answer_file: Path
-    settings: dict[str, Any] = field(default_factory=dict)
+    recorded_settings: RecordedSettings = field(default_factory=dict)
 
 
 def generate_answers(
@@ -55,7 +60,7 @@ def generate_answers(
 ) -> int:
     """Answer every question not yet in each job's file; return the number of lines written."""
     done = {
-        name: answered_ids(job.answer_file, job.model_id, job.settings)
+        name: answered_ids(job.answer_file, job.model_id, job.recorded_settings)
         for name, job in jobs.items()
     }
     todo = [q for q in questions if any(q.question_id not in ids for ids in done.values())]
@@ -70,8 +75,8 @@ def generate_answers(
             choices = [
                 answer_choice(question, job.method, chat, run, i) for i in range(run.num_choices)
             ]
-            settings = job.settings or None  # an empty record says nothing
-            answer = make_answer(question.question_id, job.model_id, choices, settings)
+            recorded = job.recorded_settings or None  # an empty record says nothing
+            answer = make_answer(question.question_id, job.model_id, choices, recorded)
             append_answer(job.answer_file, answer)
             written += 1
     return written
