@@ -24,7 +24,6 @@ from eagle.application import webui
 from eagle.application.chat import HIGHLIGHT_CLASS
 from eagle.application.screenshot import (
     FIGURES_JS,
-    LAST_ANSWER_JS,
     browser_paths,
     chrome_driver,
     send_message,
@@ -32,6 +31,10 @@ from eagle.application.screenshot import (
 )
 
 CHROMIUM, DRIVER = browser_paths()
+LAST_ANSWER_JS = """
+const answers = document.querySelectorAll('#eagle-chatbot [data-testid="bot"]');
+return answers.length ? answers[answers.length - 1].innerText.trim() : '';
+"""
 STEP_DELAY = 0.06  # seconds of sleep per target forward: a visible stream of steps
 NEW_TOKENS = 60
 

@@ -23,10 +23,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DEFAULT_MESSAGE = "Explain how a rainbow forms, step by step."
-LAST_ANSWER_JS = """
-const answers = document.querySelectorAll('#eagle-chatbot [data-testid="bot"]');
-return answers.length ? answers[answers.length - 1].innerText.trim() : '';
-"""
 FIGURES_JS = "return document.getElementById('eagle-figures').innerText.trim();"
 BROWSER_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu")
 
