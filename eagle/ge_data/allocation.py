@@ -41,7 +41,7 @@ from eagle.ge_data.manifest import (
     write_manifest,
 )
 from eagle.ge_data.options import build_parser, validate
-from eagle.ge_data.vocab import counts_from_shards, write_vocab
+from eagle.ge_data.vocab import argmax_counts_from_shards, counts_from_shards, write_vocab
 
 logger = logging.getLogger("eagle.ge_data.allocation")
 
@@ -145,7 +145,8 @@ def merge(outdir: Path, num_parts: int, draft_vocab_size: int) -> dict[str, Any]
     target = merged["target"]
     shards = [s["file"] for s in merged["shards"]]
     counts = counts_from_shards(outdir, shards, target["vocab_size"])
-    write_vocab(outdir, counts, draft_vocab_size, target["fingerprint"])
+    argmax = argmax_counts_from_shards(outdir, shards, target["vocab_size"])
+    write_vocab(outdir, counts, draft_vocab_size, target["fingerprint"], argmax)
     return merged
 
 

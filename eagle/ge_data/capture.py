@@ -8,6 +8,11 @@ A shard (``shard-NNNNN.safetensors``, or ``shard-partK-NNNNN`` for worker K) hol
 concatenated along the token axis: ``input_ids`` int32 [T], ``loss_mask`` uint8 [T],
 ``offsets`` int64 [n+1] (sample i is rows ``offsets[i]:offsets[i+1]``), ``hidden`` [T, H] and,
 with EAGLE-3 features, ``aux`` [T, 3H], in bf16 or fp16. Its metadata lists the sample ids.
+With ``target_topk`` K > 0 it also holds the target's next-token distribution at every
+position, cut to its K most likely tokens: ``topk_ids`` int32 [T, K] (most likely first) and
+``topk_probs`` fp16 [T, K] (full-vocabulary softmax probabilities, not renormalised); an
+EAGLE-3-only capture then leaves ``hidden`` out, since training needs it only to recompute
+that distribution.
 
 Design choices:
 - One forward per batch asks for every needed layer at once (``hidden_states[-1]`` and the
@@ -18,6 +23,9 @@ Design choices:
   leaves only complete shards listed. Resuming skips samples by id (the ids are stored in each
   shard), so no sample is ever stored twice.
 - Features are cast to the storage dtype on the device, before the copy to the CPU.
+- The target distribution is computed once here, in fp32 from the target's own ``lm_head``, in
+  row chunks so the [rows, V] logits stay small; training then reads K numbers per position
+  instead of recomputing a vocabulary-wide projection every epoch.
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from torch import Tensor
 
 from eagle.ge_data.manifest import write_manifest
 from eagle.ge_data.render import RenderedExample
-from eagle.ge_data.vocab import count_tokens, counts_from_shards
+from eagle.ge_data.vocab import (
+    argmax_counts_from_shards,
+    count_argmax,
+    count_tokens,
+    counts_from_shards,
+)
 
 HIDDEN_LAYER = -1  # hidden_states index of the EAGLE-1 feature (post-norm last state)
 STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -49,6 +62,8 @@ class CaptureSettings:
     feature_dtype: torch.dtype = torch.bfloat16
     batch_size: int = 8  # most samples per forward
     batch_tokens: int = 8192  # most padded tokens per forward (a longer sample goes alone)
+    target_topk: int = 0  # store the target's top-K next-token distribution (0: none)
+    store_hidden: bool = True  # store the post-norm last state (EAGLE-1 feature)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -56,12 +71,19 @@ class CaptureSettings:
 
 
 @dataclass(frozen=True)
+class TopK:
+    ids: Tensor  # [L, K] int32, most likely first
+    probs: Tensor  # [L, K] float16
+
+
+@dataclass(frozen=True)
 class StoredSample:
     id: str
     input_ids: Tensor  # [L] int32
     loss_mask: Tensor  # [L] uint8
-    hidden: Tensor  # [L, H] storage dtype
+    hidden: Tensor | None  # [L, H] storage dtype, or None when not stored
     aux: Tensor | None  # [L, 3H] storage dtype, or None without EAGLE-3 features
+    topk: TopK | None = None  # the target's top-K distribution, or None
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
@@ -92,20 +114,41 @@ def right_pad(rows: Sequence[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def target_topk(lm_head: Any, last: Tensor, k: int, chunk: int = 1024) -> TopK:
+    """The target's top-k next-token distribution from its post-norm last states.
+
+    last [L, H] -> TopK(ids [L, k] int32, probs [L, k] fp16), softmax over the full vocabulary
+    in fp32, computed ``chunk`` rows at a time.
+    """
+    ids, probs = [], []
+    for part in last.split(chunk):
+        p = lm_head(part).float().softmax(-1)
+        top = p.topk(k, dim=-1)
+        ids.append(top.indices.to(torch.int32))
+        probs.append(top.values.to(torch.float16))
+    return TopK(torch.cat(ids).cpu(), torch.cat(probs).cpu())
+
+
 @torch.inference_mode()
 def capture_batch(
     target: Any, examples: Sequence[RenderedExample], settings: CaptureSettings
-) -> list[tuple[Tensor, Tensor | None]]:
-    """One forward of a right-padded batch -> per sample (hidden [L, H], aux [L, 3H] or None)."""
+) -> list[tuple[Tensor | None, Tensor | None, TopK | None]]:
+    """One forward of a right-padded batch -> per sample (hidden [L, H] or None, aux [L, 3H]
+    or None, top-k distribution or None)."""
     ids, mask = right_pad([e.input_ids for e in examples])
-    features = target.capture(ids.to(target.device), mask.to(target.device), settings.layers)
-    features = features.to(settings.feature_dtype).cpu()  # [B, L, H * (1 + aux layers)]
+    raw = target.capture(ids.to(target.device), mask.to(target.device), settings.layers)
     width = target.hidden_size
+    features = raw.to(settings.feature_dtype).cpu()  # [B, L, H * (1 + aux layers)]
     out = []
     for b, example in enumerate(examples):
-        rows = features[b, : example.input_ids.numel()]
+        length = example.input_ids.numel()
+        rows = features[b, :length]
         aux = rows[:, width:].clone() if settings.aux_layers else None
-        out.append((rows[:, :width].clone(), aux))
+        hidden = rows[:, :width].clone() if settings.store_hidden else None
+        topk = None
+        if settings.target_topk:
+            topk = target_topk(target.lm_head, raw[b, :length, :width], settings.target_topk)
+        out.append((hidden, aux, topk))
     return out
 
 
@@ -142,9 +185,10 @@ class ShardWriter:
         self.shard_tokens = shard_tokens
         self.buffer: list[StoredSample] = []
         self.buffered_tokens = 0
-        self.counts = counts_from_shards(
-            directory, [s["file"] for s in manifest["shards"]], manifest["target"]["vocab_size"]
-        )
+        files = [s["file"] for s in manifest["shards"]]
+        vocab_size = manifest["target"]["vocab_size"]
+        self.counts = counts_from_shards(directory, files, vocab_size)
+        self.argmax_counts = argmax_counts_from_shards(directory, files, vocab_size)
 
     def add(self, sample: StoredSample) -> None:
         self.buffer.append(sample)
@@ -164,6 +208,10 @@ class ShardWriter:
         os.replace(temporary, self.directory / name)
         tokens, loss_tokens = tensors["input_ids"].numel(), int(tensors["loss_mask"].sum())
         self.counts += count_tokens(tensors["input_ids"], tensors["loss_mask"], len(self.counts))
+        if "topk_ids" in tensors:
+            argmax = tensors["topk_ids"][:, 0]
+            new = count_argmax(argmax, tensors["loss_mask"], tensors["offsets"], len(self.counts))
+            self.argmax_counts = new if self.argmax_counts is None else self.argmax_counts + new
         entry = {"file": name, "samples": len(self.buffer), "tokens": tokens}
         self.manifest["shards"].append({**entry, "loss_tokens": loss_tokens})
         self.manifest["num_samples"] += len(self.buffer)
@@ -180,10 +228,14 @@ def pack_samples(samples: Sequence[StoredSample]) -> dict[str, Tensor]:
         "input_ids": torch.cat([s.input_ids for s in samples]).to(torch.int32),
         "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.uint8),
         "offsets": lengths.cumsum(0),
-        "hidden": torch.cat([s.hidden for s in samples]).contiguous(),
     }
+    if samples[0].hidden is not None:
+        tensors["hidden"] = torch.cat([s.hidden for s in samples]).contiguous()
     if samples[0].aux is not None:
         tensors["aux"] = torch.cat([s.aux for s in samples]).contiguous()
+    if samples[0].topk is not None:
+        tensors["topk_ids"] = torch.cat([s.topk.ids for s in samples]).contiguous()
+        tensors["topk_probs"] = torch.cat([s.topk.probs for s in samples]).contiguous()
     return tensors
 
 
@@ -227,7 +279,7 @@ def capture_to_shards(
     stats = CaptureStats()
     start = time.perf_counter()
     for window in _windows(examples, settings.batch_size * 4):
-        features: dict[int, tuple[Tensor, Tensor | None]] = {}
+        features: dict[int, tuple[Tensor | None, Tensor | None, TopK | None]] = {}
         lengths = [e.input_ids.numel() for e in window]
         for batch in plan_batches(lengths, settings.batch_size, settings.batch_tokens):
             captured = capture_batch(target, [window[i] for i in batch], settings)
@@ -240,8 +292,10 @@ def capture_to_shards(
                 progress.update(len(batch))
                 progress.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}", refresh=False)
         for i, example in enumerate(window):
-            hidden, aux = features[i]
-            writer.add(StoredSample(example.id, example.input_ids, example.loss_mask, hidden, aux))
+            hidden, aux, topk = features[i]
+            writer.add(
+                StoredSample(example.id, example.input_ids, example.loss_mask, hidden, aux, topk)
+            )
     writer.flush()
     stats.seconds = time.perf_counter() - start
     return stats

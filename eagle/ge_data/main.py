@@ -49,6 +49,7 @@ from eagle.ge_data.options import (
     regen_output,
     regen_settings,
     run_settings,
+    stores_hidden,
     validate,
 )
 from eagle.ge_data.regenerate import ChatTarget, read_regenerated, regenerate
@@ -81,6 +82,7 @@ def load_conversations(args: argparse.Namespace) -> list[Conversation]:
         seed=args.seed,
         exclude_prompts=exclusion_prompts(args),
         openings_only=args.distinct_openings,
+        split=args.split,
     )
     logger.info("read %s: %s", path, stats.summary())
     conversations = with_unique_ids(conversations)
@@ -193,6 +195,8 @@ def run_capture(
         feature_dtype=STORAGE_DTYPES[args.feature_dtype],
         batch_size=args.batch_size,
         batch_tokens=args.batch_tokens,
+        target_topk=args.target_topk,
+        store_hidden=stores_hidden(args),
     )
     render_stats = RenderStats()
     with tqdm(total=len(todo), desc="capture", unit="sample", disable=args.quiet) as bar:
@@ -213,7 +217,13 @@ def finish(outdir: Path, writer: ShardWriter, args: argparse.Namespace) -> dict[
     manifest["complete"] = True
     write_manifest(writer.manifest_path, manifest)
     if args.part is None:
-        write_vocab(outdir, writer.counts, args.draft_vocab_size, manifest["target"]["fingerprint"])
+        write_vocab(
+            outdir,
+            writer.counts,
+            args.draft_vocab_size,
+            manifest["target"]["fingerprint"],
+            writer.argmax_counts,
+        )
     size = sum((outdir / s["file"]).stat().st_size for s in manifest["shards"])
     logger.info(
         "%s: %d samples, %d tokens (%d loss tokens) in %d shards, %.0f bytes/token on disk",

@@ -47,7 +47,8 @@ SETTING_FLAGS = {
     "template": "--template",
     "max_len": "--max-len",
     "dtype": "--feature-dtype",
-    "feature_layers": "--variants / --aux-layers",
+    "feature_layers": "--variants / --aux-layers / --target-topk",
+    "target_topk": "--target-topk",
     "regenerated": "--regenerate / --regen-*",
     "source": "--data / --offset / --seed / --length-policy / --exclude-*",
 }

@@ -16,6 +16,7 @@ import torch
 from eagle.ge_data.capture import STORAGE_DTYPES
 from eagle.ge_data.regenerate import RegenSettings
 from eagle.ge_data.render import POLICIES
+from eagle.ge_data.sharegpt import SPLITS, VAL_BUCKETS
 from eagle.model.target import DTYPES as MODEL_DTYPES
 
 VARIANTS = ("eagle1", "eagle3")
@@ -66,6 +67,13 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=None, help="shuffle the conversations with this seed first"
     )
     p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="keep only one side of the fixed validation split (one source chat in "
+        f"{VAL_BUCKETS}, by a hash of its id, is 'val'): train, val, or all (default)",
+    )
+    p.add_argument(
         "--exclude-mt-bench",
         action="store_true",
         help="skip conversations that ask an MT-bench question (the shipped question.jsonl)",
@@ -108,6 +116,15 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="most samples per forward")
     p.add_argument("--batch-tokens", type=int, default=8192, help="most padded tokens per forward")
     p.add_argument("--shard-tokens", type=int, default=32768, help="tokens per shard file (about)")
+    p.add_argument(
+        "--target-topk",
+        type=int,
+        default=0,
+        help="also store the target's K most likely next tokens and their probabilities at "
+        "every position (training then skips the vocabulary-wide lm_head, and the draft "
+        "vocabulary is counted on the target's argmax); with --variants eagle3 alone the "
+        "last hidden state is then not stored. 0 (default): none",
+    )
     p.add_argument(
         "--draft-vocab-size",
         type=int,
@@ -179,6 +196,8 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--variants must be a comma-separated subset of {', '.join(VARIANTS)}")
     args.variant_list = variants
     positive = ("max_len", "batch_size", "batch_tokens", "shard_tokens", "draft_vocab_size")
+    if args.target_topk < 0:
+        parser.error(f"--target-topk must be >= 0, got {args.target_topk}")
     for name in (*positive, "regen_max_new_tokens", "regen_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -205,6 +224,12 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         )
         if args.aux is not None and len(args.aux) != 3:
             parser.error(f"--aux-layers takes three indices, got {args.aux_layers!r}")
+
+
+def stores_hidden(args: argparse.Namespace) -> bool:
+    """Whether the post-norm last hidden state is stored: needed by EAGLE-1, and by EAGLE-3
+    training only when the target distribution is not stored (``--target-topk 0``)."""
+    return "eagle1" in args.variant_list or not args.target_topk
 
 
 def excluded_benchmarks(args: argparse.Namespace) -> list[str]:
@@ -247,7 +272,11 @@ def run_settings(
         "template": args.template,
         "max_len": args.max_len,
         "dtype": args.feature_dtype,
-        "feature_layers": {"hidden": [-1], **({"aux": list(aux)} if aux else {})},
+        "feature_layers": {
+            "hidden": [-1] if stores_hidden(args) else [],
+            **({"aux": list(aux)} if aux else {}),
+        },
+        **({"target_topk": args.target_topk} if args.target_topk else {}),
         "regenerated": regenerated,
         "source": {
             "data": args.data,
@@ -255,6 +284,7 @@ def run_settings(
             "seed": args.seed,
             "max_turns": args.max_turns,
             "distinct_openings": args.distinct_openings,
+            **({"split": args.split} if args.split != "all" else {}),
             "length_policy": args.length_policy,
             "exclude": excluded_benchmarks(args),
             "part": args.part,

@@ -20,11 +20,15 @@ Design choices:
   has no user/assistant pair left, has turns that do not alternate, or asks an excluded prompt.
 - Exclusion compares user turns with the given prompts after collapsing whitespace, so benchmark
   questions (e.g. MT-bench) can be kept out of training data.
+- The validation split is a pure function of the source chat's id (`split_of`: a sha256 bucket of
+  the id without its part suffix `_N`), so it never changes as more data is selected, and the
+  parts of one chat never straddle the split.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
@@ -365,6 +369,19 @@ def with_unique_ids(conversations: Iterable[Conversation]) -> list[Conversation]
 
 
 _PART_SUFFIX = re.compile(r"_(\d+)$")
+SPLITS = ("all", "train", "val")
+VAL_BUCKETS = 64  # one source chat in 64 is held out for validation
+
+
+def source_chat(conversation_id: str) -> str:
+    """The ShareGPT chat a conversation comes from: its id without a part suffix ``_N``."""
+    return _PART_SUFFIX.sub("", conversation_id)
+
+
+def split_of(conversation_id: str) -> str:
+    """ "val" for one source chat in ``VAL_BUCKETS`` (by a sha256 of its id), else "train"."""
+    digest = hashlib.sha256(source_chat(conversation_id).encode("utf-8")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") % VAL_BUCKETS == 0 else "train"
 
 
 def distinct_openings(conversations: Iterable[Conversation]) -> list[Conversation]:
@@ -397,12 +414,18 @@ def load_sharegpt(
     seed: int | None = None,
     exclude_prompts: Iterable[str] | None = None,
     openings_only: bool = False,
+    split: str = "all",
 ) -> tuple[list[Conversation], ReadStats]:
     """Read a whole ShareGPT file and return a deterministic subset (see `select`; with
-    ``openings_only`` drawn from `distinct_openings` of the file) and the read statistics
-    (which describe the whole file, not only the subset)."""
+    ``openings_only`` drawn from `distinct_openings` of the file; with ``split`` "train" or
+    "val" only the conversations of that side of `split_of`) and the read statistics (which
+    describe the whole file, not only the subset)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     stats = ReadStats()
     conversations = list(iter_conversations(path, stats, exclude_prompts))
+    if split != "all":
+        conversations = [c for c in conversations if split_of(c.id) == split]
     if openings_only:
         conversations = distinct_openings(conversations)
     return select(conversations, offset, limit, seed), stats

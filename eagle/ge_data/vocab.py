@@ -4,6 +4,11 @@ Owns ``DATA/vocab.safetensors``:
 
 - ``counts`` int64 [V]: how often each target token id occurs at loss-masked positions (the
   assistant tokens, which are what the head learns to predict);
+- ``argmax_counts`` int64 [V] (when the shards store the target's top-k distribution): how
+  often each id is the *target's argmax* for a loss-masked next token, i.e. what greedy
+  verification accepts. The draft vocabulary is then counted on these, not on the data tokens
+  (the data of a chat dataset is not the target's own text: ``\n\n`` is rare in ShareGPT
+  answers and frequent in the target's);
 - ``d2t`` int64 [Vd] and ``t2d`` bool [V]: the draft vocabulary, i.e. the ``Vd`` most frequent
   target ids sorted by id, as an offset table (target id of draft id i = ``i + d2t[i]``) and a
   membership mask;
@@ -42,6 +47,20 @@ def count_tokens(input_ids: Tensor, loss_mask: Tensor, vocab_size: int) -> Tenso
     return torch.bincount(masked, minlength=vocab_size)
 
 
+def count_argmax(argmax: Tensor, loss_mask: Tensor, offsets: Tensor, vocab_size: int) -> Tensor:
+    """Frequency of the target's argmax where the next token is an assistant token.
+
+    argmax [T] (the target's most likely next token at each position), loss_mask [T], offsets
+    [n+1] of the samples concatenated in a shard -> int64 [V]. Position j counts when
+    ``loss_mask[j + 1]`` holds and j + 1 lies in the same sample.
+    """
+    counted = torch.zeros_like(loss_mask, dtype=torch.bool)
+    counted[:-1] = loss_mask[1:].bool()
+    ends = offsets[1:].long() - 1  # the last position of each sample predicts nothing stored
+    counted[ends[ends >= 0]] = False
+    return count_tokens(argmax, counted.to(torch.uint8), vocab_size)
+
+
 def draft_vocab_from_counts(counts: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """The ``size`` most frequent ids (ties: lower id first), sorted by id, as EAGLE-3 maps.
 
@@ -70,20 +89,50 @@ def counts_from_shards(
     return counts
 
 
+def argmax_counts_from_shards(
+    directory: str | Path, shard_files: Iterable[str], vocab_size: int
+) -> Tensor | None:
+    """Recount the target-argmax frequencies [V] from shards that store ``topk_ids`` (None when
+    there are no shards or any of them does not)."""
+    counts = None
+    for name in shard_files:
+        with safe_open(Path(directory) / name, "pt") as shard:
+            if "topk_ids" not in set(shard.keys()):
+                return None
+            if counts is None:
+                counts = torch.zeros(vocab_size, dtype=torch.long)
+            argmax = shard.get_slice("topk_ids")[:, 0:1][:, 0]
+            mask, offsets = shard.get_tensor("loss_mask"), shard.get_tensor("offsets")
+        counts += count_argmax(argmax, mask, offsets, vocab_size)
+    return counts
+
+
 def write_vocab(
-    directory: str | Path, counts: Tensor, draft_vocab_size: int, fingerprint: str
+    directory: str | Path,
+    counts: Tensor,
+    draft_vocab_size: int,
+    fingerprint: str,
+    argmax_counts: Tensor | None = None,
 ) -> Path:
-    """Write ``vocab.safetensors`` atomically; ``draft_vocab_size`` is clipped to V."""
+    """Write ``vocab.safetensors`` atomically; ``draft_vocab_size`` is clipped to V.
+
+    The draft vocabulary is counted on ``argmax_counts`` when given, else on ``counts``.
+    """
     size = min(draft_vocab_size, int(counts.shape[0]))
-    d2t, t2d = draft_vocab_from_counts(counts, size)
+    ranked_on = counts if argmax_counts is None else argmax_counts
+    d2t, t2d = draft_vocab_from_counts(ranked_on, size)
     path = Path(directory) / VOCAB_FILE
     temporary = path.with_name(path.name + ".tmp")
     metadata = {
         "fingerprint": fingerprint,
         "draft_vocab_size": str(size),
         "vocab_size": str(int(counts.shape[0])),
+        "counted_on": "data_tokens" if argmax_counts is None else "target_argmax",
     }
-    save_file({"counts": counts.long(), "d2t": d2t, "t2d": t2d}, temporary, metadata=metadata)
+    tensors = {"counts": counts.long(), "d2t": d2t, "t2d": t2d}
+    if argmax_counts is not None:
+        tensors["argmax_counts"] = argmax_counts.long()
+    save_file(tensors, temporary, metadata=metadata)
     os.replace(temporary, path)
     return path
 
@@ -116,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     target = manifest["target"]
     shards = [s["file"] for s in manifest["shards"]]
     counts = counts_from_shards(args.outdir, shards, target["vocab_size"])
-    path = write_vocab(args.outdir, counts, args.draft_vocab_size, target["fingerprint"])
+    argmax = argmax_counts_from_shards(args.outdir, shards, target["vocab_size"])
+    path = write_vocab(args.outdir, counts, args.draft_vocab_size, target["fingerprint"], argmax)
     print(f"wrote {path} ({int(counts.sum())} loss tokens counted)")
     return 0
 

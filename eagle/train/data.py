@@ -5,7 +5,10 @@ Owns the reader side of the ``eagle-features/1`` format written by ``eagle.ge_da
 - ``DATA/manifest.json``: target identity and sizes, feature layers, shard list;
 - ``DATA/shard-*.safetensors``: ``input_ids`` int32 [T] (samples concatenated), ``loss_mask``
   uint8 [T], ``offsets`` int64 [n+1], ``hidden`` [T, H] (post-norm last hidden state of the
-  target), and ``aux`` [T, 3H] (three target layers, the EAGLE-3 input) when present;
+  target; absent when the target distribution is stored instead), ``aux`` [T, 3H] (three target
+  layers, the EAGLE-3 input) when present, and ``topk_ids`` int32 [T, K] / ``topk_probs``
+  fp16 [T, K] (the target's top-K next-token distribution) when captured with
+  ``--target-topk``;
 - ``DATA/vocab.safetensors``: ``counts`` int64 [V], ``d2t`` int64 [Vd], ``t2d`` bool [V].
 
 Design choices:
@@ -56,6 +59,16 @@ class Manifest:
     shards: tuple[str, ...]  # shard file names
     raw: dict[str, Any]
 
+    @property
+    def target_topk(self) -> int:
+        """K of the stored top-K target distribution (0 when not stored)."""
+        return int(self.raw.get("target_topk") or 0)
+
+    @property
+    def has_hidden(self) -> bool:
+        """Whether the shards store the post-norm last hidden state."""
+        return bool((self.raw.get("feature_layers") or {}).get("hidden", [-1]))
+
 
 def read_manifest(directory: str | Path) -> Manifest:
     directory = Path(directory)
@@ -98,18 +111,32 @@ def check_target(
 class FeatureDataset(Dataset):
     """Samples of the shards, truncated to ``max_len`` tokens.
 
-    Item i: ``input_ids`` [L] long, ``loss_mask`` [L] bool, ``hidden`` [L, H] and, with
-    ``with_aux``, ``aux`` [L, 3H] (features in the stored dtype).
+    Item i: ``input_ids`` [L] long, ``loss_mask`` [L] bool, and (features in the stored dtype)
+    ``hidden`` [L, H] unless the stored top-K distribution replaces it, ``aux`` [L, 3H] with
+    ``with_aux``, ``topk_ids`` [L, K] long and ``topk_probs`` [L, K] when the data stores them
+    and ``with_hidden`` is False (EAGLE-3: the distribution is all the loss needs of the
+    target).
     """
 
-    def __init__(self, manifest: Manifest, max_len: int, with_aux: bool) -> None:
+    def __init__(
+        self, manifest: Manifest, max_len: int, with_aux: bool, with_hidden: bool | None = None
+    ) -> None:
         if with_aux and manifest.aux_layers is None:
             raise DataFormatError(
                 f"{manifest.directory} has no EAGLE-3 features (feature_layers.aux); generate "
                 "the data with the EAGLE-3 layers to train an EAGLE-3 head"
             )
+        if with_hidden is None:  # EAGLE-3 uses the stored distribution when there is one
+            with_hidden = not (with_aux and manifest.target_topk)
+        if with_hidden and not manifest.has_hidden:
+            raise DataFormatError(
+                f"{manifest.directory} stores no last hidden state (captured with --target-topk "
+                "for EAGLE-3 only); an EAGLE-1 head needs it: capture with --variants eagle1"
+            )
         self.paths = [manifest.directory / name for name in manifest.shards]
         self.with_aux = with_aux
+        self.with_hidden = with_hidden
+        self.with_topk = not with_hidden
         self.refs: list[tuple[int, int, int]] = []  # (shard, start, end) per sample
         for shard, path in enumerate(self.paths):
             with safe_open(path, "pt") as f:
@@ -131,8 +158,12 @@ class FeatureDataset(Dataset):
         item = {
             "input_ids": f.get_slice("input_ids")[start:end].long(),
             "loss_mask": f.get_slice("loss_mask")[start:end].bool(),
-            "hidden": f.get_slice("hidden")[start:end],
         }
+        if self.with_hidden:
+            item["hidden"] = f.get_slice("hidden")[start:end]
+        else:
+            item["topk_ids"] = f.get_slice("topk_ids")[start:end].long()
+            item["topk_probs"] = f.get_slice("topk_probs")[start:end]
         if self.with_aux:
             item["aux"] = f.get_slice("aux")[start:end]
         return item
@@ -221,9 +252,10 @@ def collate(samples: list[dict[str, Tensor]], extra: int) -> dict[str, Tensor]:
     """Right-pad a list of items to the longest one (+ ``extra`` columns for the token/target
     shifts of the unrolled steps).
 
-    Returns ``input_ids`` [B, W] long, ``loss_mask`` [B, W] bool, ``hidden`` [B, W, H],
-    ``lengths`` [B] and, when the items have it, ``aux`` [B, L, 3H], with L the longest sample
-    and W = L + extra. Pads are 0 / False.
+    Returns ``input_ids`` [B, W] long, ``loss_mask`` [B, W] bool, ``lengths`` [B], and the
+    items' ``hidden`` [B, W, H] or ``topk_ids`` / ``topk_probs`` [B, W, K], and ``aux``
+    [B, L, 3H] when they have it, with L the longest sample and W = L + extra. Pads are 0 /
+    False.
     """
     lengths = torch.tensor([s["input_ids"].shape[0] for s in samples])
     longest = int(lengths.max())
@@ -231,9 +263,11 @@ def collate(samples: list[dict[str, Tensor]], extra: int) -> dict[str, Tensor]:
     batch = {
         "input_ids": _pad([s["input_ids"] for s in samples], width),
         "loss_mask": _pad([s["loss_mask"] for s in samples], width),
-        "hidden": _pad([s["hidden"] for s in samples], width),
         "lengths": lengths,
     }
+    for name in ("hidden", "topk_ids", "topk_probs"):
+        if name in samples[0]:
+            batch[name] = _pad([s[name] for s in samples], width)
     if "aux" in samples[0]:
         batch["aux"] = _pad([s["aux"] for s in samples], longest)
     return batch
@@ -274,7 +308,8 @@ def draft_vocab(
     """(d2t [size], t2d [V]) for a draft vocabulary of ``size`` tokens.
 
     The data's stored maps are used when their size matches; otherwise the maps are recomputed
-    from the data's token counts with ``eagle.ge_data.vocab.draft_vocab_from_counts``.
+    from the data's counts (of the target's argmax when stored, else of the data tokens) with
+    ``eagle.ge_data.vocab.draft_vocab_from_counts``.
     """
     if size == vocab_size:
         return torch.zeros(size, dtype=torch.long), torch.ones(vocab_size, dtype=torch.bool)
@@ -284,4 +319,4 @@ def draft_vocab(
         )
     if vocab["d2t"].shape[0] == size:
         return vocab["d2t"].long(), vocab["t2d"].bool()
-    return draft_vocab_from_counts(vocab["counts"], size)
+    return draft_vocab_from_counts(vocab.get("argmax_counts", vocab["counts"]), size)

@@ -14,7 +14,10 @@ assistant token):
   ``+ token_weight * CE(softmax(lm_head(hidden_{t+1+s})), lm_head(out))``;
 - EAGLE-3: ``CE(p_target restricted to the draft vocabulary and renormalised, head logits)``.
 Each step's loss is normalised by its own mask count; the total is ``sum_s step_weight**s *
-loss_s``. Top-1 accuracy compares the head's best token (as a target id) with the target's
+loss_s``. When the data stores the target's top-K distribution (``topk_ids`` / ``topk_probs``)
+the EAGLE-3 target is that distribution restricted to the draft vocabulary and renormalised (a
+position whose K tokens all lie outside the draft vocabulary is not counted); with K = V it is
+exactly the ``lm_head`` one. Top-1 accuracy compares the head's best token (as a target id) with the target's
 argmax over the full vocabulary, which is what greedy verification accepts.
 
 ``unrolled_loss`` is the fast path: one head call per step over all positions with a
@@ -64,7 +67,8 @@ class TargetTable:
     row: Tensor  # [B, W-1] long: table row of position j, -1 where j is not read
     probs: Tensor  # [M, Vd] float: target distribution (over the draft vocabulary)
     best: Tensor  # [M] long: target argmax over the full vocabulary (target ids)
-    hidden: Tensor  # [M, H] float: the target feature (EAGLE-1 regression target)
+    hidden: Tensor | None  # [M, H] float: the target feature (EAGLE-1 target), or None
+    usable: Tensor | None = None  # [B, W-1] bool: rows with a target (None: every read row)
 
 
 def draft_ids(head: DraftHead) -> Tensor | None:
@@ -98,6 +102,51 @@ def target_table(
     return TargetTable(row, torch.cat(probs), torch.cat(best), states.float())
 
 
+@torch.no_grad()
+def topk_table(
+    topk_ids: Tensor, topk_probs: Tensor, loss_mask: Tensor, draft_index: Tensor
+) -> TargetTable:
+    """The table from a stored top-K target distribution instead of the target's ``lm_head``.
+
+    topk_ids / topk_probs [B, W, K], loss_mask [B, W], draft_index [V] long (the draft id of
+    each target id, -1 outside the draft vocabulary) -> the rows of positions j with
+    loss_mask[j+1]: probabilities of the K tokens that lie in the draft vocabulary,
+    renormalised; ``usable`` is False where none of them does.
+    """
+    need = loss_mask[:, 1:].clone()
+    need[:, 0] = False
+    row = need.flatten().cumsum(0).view_as(need) - 1
+    row[~need] = -1
+    ids, probs = topk_ids[:, :-1][need].long(), topk_probs[:, :-1][need].float()  # [M, K]
+    draft = draft_index[ids]
+    kept = torch.where(draft >= 0, probs, torch.zeros_like(probs))
+    dense = probs.new_zeros((ids.shape[0], int(draft_index.max()) + 1))
+    dense.scatter_add_(1, draft.clamp(min=0), kept)
+    mass = dense.sum(-1, keepdim=True)
+    usable = need.clone()
+    usable[need] = mass[:, 0] > 0
+    return TargetTable(row, dense / mass.clamp(min=1e-30), ids[:, 0], None, usable)
+
+
+def draft_index_of(head: DraftHead, vocab_size: int) -> Tensor:
+    """[V] long: the draft id of each target id, -1 outside the draft vocabulary."""
+    device = head.fc.weight.device
+    ids = draft_ids(head)
+    if ids is None:
+        return torch.arange(vocab_size, device=device)
+    index = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+    index[ids] = torch.arange(ids.shape[0], device=device)
+    return index
+
+
+def make_table(head: DraftHead, lm_head: nn.Module, batch: dict[str, Tensor]) -> TargetTable:
+    """The target side of a batch: from its stored top-K distribution, else from ``lm_head``."""
+    if "topk_ids" in batch:
+        index = draft_index_of(head, head.config.vocab_size)
+        return topk_table(batch["topk_ids"], batch["topk_probs"], batch["loss_mask"], index)
+    return target_table(lm_head, batch["hidden"], batch["loss_mask"], draft_ids(head))
+
+
 def chain_mask(n: int, step: int, device: torch.device) -> Tensor:
     """[1, n, (step+1) n] bool: causal over the real pairs, then the diagonal of each step."""
     real = torch.ones(n, n, dtype=torch.bool, device=device).tril()
@@ -115,7 +164,7 @@ def unrolled_loss(
     """
     ids, loss_mask = batch["input_ids"], batch["loss_mask"]
     b, n = ids.shape[0], int(batch["lengths"].max()) - 1
-    table = target_table(lm_head, batch["hidden"], loss_mask, draft_ids(head))
+    table = make_table(head, lm_head, batch)
     x = head.project_target_features(features[:, :n])
     positions = torch.arange(n, device=ids.device)[None].expand(b, -1)
     past: list[KV] | None = None
@@ -124,6 +173,8 @@ def unrolled_loss(
         mask = chain_mask(n, s, ids.device)
         out, kv = head(x, ids[:, 1 + s : 1 + s + n], positions + s, past, mask)
         counted = loss_mask[:, 2 + s : 2 + s + n]
+        if table.usable is not None:
+            counted = counted & table.usable[:, 1 + s : 1 + s + n]
         rows = table.row[:, 1 + s : 1 + s + n][counted]
         mean, step_sums = step_terms(head, out[counted], table, rows, spec)
         means.append(mean)
@@ -208,16 +259,23 @@ def reference_loss(
     vocab_ids = draft_ids(head)
     per_step: list[list[tuple[Tensor, dict[str, Tensor]]]] = [[] for _ in range(spec.steps)]
     for b, length in enumerate(batch["lengths"].tolist()):
-        ids, loss_mask, hidden = batch["input_ids"][b], batch["loss_mask"][b], batch["hidden"][b]
+        ids, loss_mask = batch["input_ids"][b], batch["loss_mask"][b]
         for t in range(length - 1):
             for s, pred in enumerate(
                 _reference_chain(head, features[b], ids, t, length, spec.steps)
             ):
-                if t + 2 + s < length and loss_mask[t + 2 + s]:
-                    terms = _reference_terms(
-                        head, lm_head, pred, hidden[t + 1 + s], vocab_ids, spec
-                    )
-                    per_step[s].append(terms)
+                if not (t + 2 + s < length and loss_mask[t + 2 + s]):
+                    continue
+                if "topk_ids" in batch:
+                    j = t + 1 + s
+                    topk = (batch["topk_ids"][b, j], batch["topk_probs"][b, j])
+                    terms = _reference_topk_terms(head, pred, topk, vocab_ids)
+                    if terms is None:
+                        continue
+                else:
+                    hidden = batch["hidden"][b, t + 1 + s]
+                    terms = _reference_terms(head, lm_head, pred, hidden, vocab_ids, spec)
+                per_step[s].append(terms)
     means, sums = [], []
     for entries in per_step:
         losses = [loss for loss, _ in entries]
@@ -250,6 +308,27 @@ def _reference_chain(
         past = extend(past, new)
         outputs.append(h[0, 0])
     return outputs
+
+
+def _reference_topk_terms(
+    head: DraftHead, pred: Tensor, topk: tuple[Tensor, Tensor], vocab_ids: Tensor | None
+) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """EAGLE-3 loss of pred [H] against a stored top-K distribution (ids [K], probs [K]),
+    token by token; None when no top-K token is in the draft vocabulary."""
+    logits = head.logits(pred[None])[0].float()
+    ids, probs = topk
+    p = torch.zeros_like(logits)
+    for token, prob in zip(ids.tolist(), probs.float().tolist(), strict=True):
+        if vocab_ids is None:
+            p[token] += prob
+        elif (vocab_ids == token).any():
+            p[int((vocab_ids == token).nonzero()[0, 0])] += prob
+    if float(p.sum()) == 0.0:
+        return None
+    p = p / p.sum()
+    token_loss = -(p * logits.log_softmax(-1)).sum()
+    hit = head.draft_to_target(logits.argmax()[None])[0] == ids[0]
+    return token_loss, {"correct": hit.float()}
 
 
 def _reference_terms(
