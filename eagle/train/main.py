@@ -35,7 +35,7 @@ from accelerate.utils import (
 
 from eagle.model.target import DTYPES as _DTYPES
 from eagle.train.build import init_from_head, load_target, make_head
-from eagle.train.config import TrainConfig, load_config, with_overrides
+from eagle.train.config import SCHEDULES, TrainConfig, load_config, with_overrides
 from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
 from eagle.train.loss import HeadObjective, LossSpec
 from eagle.train.trainer import Trainer, checkpoints
@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, help="learning-rate schedule (overrides train.schedule)"
+    )
+    p.add_argument("--warmup-steps", type=int, help="warm-up steps (overrides train.warmup_steps)")
+    p.add_argument(
+        "--val-fraction", type=float, help="held-out share of the data (train.val_fraction)"
+    )
     p.add_argument("--seed", type=int, help="seed of initialisation, split, order and noise")
     p.add_argument(
         "--init-head",
@@ -93,6 +100,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         max_steps=args.max_steps,
         seed=args.seed,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        val_fraction=args.val_fraction,
     )
 
 
