@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--val-fraction", type=float, help="held-out share of the data (train.val_fraction)"
     )
+    p.add_argument(
+        "--val-data",
+        help="a separate validation data folder (eagle.ge_data, same target): every sample of it "
+        "is evaluated after each epoch instead of a held-out share of --tmpdir",
+    )
     p.add_argument("--seed", type=int, help="seed of initialisation, split, order and noise")
     p.add_argument(
         "--init-head",
@@ -186,8 +191,16 @@ def build_trainer(
         config.train.token_weight,
     )
     objective = HeadObjective(head, parts.lm_head, spec, config.noise)
-    dataset = FeatureDataset(manifest, config.train.max_len, with_aux=config.variant == "eagle3")
-    return Trainer(accelerator, objective, dataset, config, Path(args.cpdir))
+    with_aux = config.variant == "eagle3"
+    dataset = FeatureDataset(manifest, config.train.max_len, with_aux=with_aux)
+    val_dataset = None
+    if args.val_data:
+        val_manifest = read_manifest(args.val_data)
+        check_target(
+            val_manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers
+        )
+        val_dataset = FeatureDataset(val_manifest, config.train.max_len, with_aux=with_aux)
+    return Trainer(accelerator, objective, dataset, config, Path(args.cpdir), val_dataset)
 
 
 def main(argv: list[str] | None = None) -> Path | None:

@@ -15,7 +15,9 @@ Design choices:
   optimizer steps; the newest ``keep_checkpoints`` are kept. Each epoch also (re)writes the
   head in the published format to ``CPDIR/head`` with ``eagle.model.checkpoint.save_head``.
 - Evaluation runs the unwrapped module (no DDP collectives per batch), each process on its
-  share of the validation batches, and sums the counters across processes once.
+  share of the validation batches, and sums the counters across processes once. It uses the
+  held-out split of the training data, or every sample of a separate validation data set
+  (``val_dataset``, ``--val-data``) that stays fixed while the training data grows.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Trainer:
         dataset: FeatureDataset,
         config: TrainConfig,
         cpdir: Path,
+        val_dataset: FeatureDataset | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.config = config
@@ -118,6 +121,10 @@ class Trainer:
         self.train_ids, self.val_ids = split_samples(
             len(dataset), config.train.val_fraction, config.train.seed
         )
+        self.val_dataset = val_dataset
+        if val_dataset is not None:  # a fixed validation set replaces the held-out split
+            self.train_ids = sorted(self.train_ids + self.val_ids)
+            self.val_ids = list(range(len(val_dataset)))
         self.progress = Progress()
         optimizer = make_optimizer(objective.head, config)
         self.scheduler = make_scheduler(optimizer, config, self.total_steps())
@@ -155,9 +162,11 @@ class Trainer:
         ]
         return min(sum(per_epoch), t.max_steps or sum(per_epoch))
 
-    def _loader(self, batches: list[list[int]]) -> DataLoader:
+    def _loader(
+        self, batches: list[list[int]], dataset: FeatureDataset | None = None
+    ) -> DataLoader:
         return DataLoader(
-            self.dataset,
+            dataset or self.dataset,
             batch_sampler=batches,
             collate_fn=partial(collate, extra=self.spec.steps + 1),
             num_workers=self.config.train.num_workers,
@@ -242,13 +251,14 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Loss and per-step top-1 accuracy on the held-out samples (no input noise)."""
         t, acc = self.config.train, self.accelerator
+        dataset = self.val_dataset or self.dataset
         plan = plan_batches(
-            self.dataset.lengths, self.val_ids, t.batch_size, t.batch_tokens, t.seed, shuffle=False
+            dataset.lengths, self.val_ids, t.batch_size, t.batch_tokens, t.seed, shuffle=False
         )
         module = acc.unwrap_model(self.model)
         module.eval()
         meter = Meter(self.spec)
-        for batch in self._loader(plan[acc.process_index :: acc.num_processes]):
+        for batch in self._loader(plan[acc.process_index :: acc.num_processes], dataset):
             batch = {k: v.to(acc.device) for k, v in batch.items()}
             _, sums = module(batch)
             meter.add(sums, int(batch["lengths"].sum()))
