@@ -8,6 +8,8 @@ Loads the target and the head (the first run converts the built-in target once a
 warms up, then generates the answer with plain decoding (``naivegenerate``) and with EAGLE
 (``eagenerate``), interleaved ``--repeats`` times in this process, and prints the answer, the
 tokens/s of both, the speedup, the mean acceptance length tau, and whether the two outputs agree.
+Every flag is checked before anything is loaded (exit status 2 naming the flag): numbers finite
+and in range, ``--top-k`` within the head's draft vocabulary, ``--device`` present here.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ import argparse
 import sys
 import time
 
+from eagle.input_checks import NON_NEGATIVE, POSITIVE_INT, TREE_FLAGS, check_flags, check_top_k_fits
+from eagle.model import shipped
+
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 DTYPES = ("float32", "bfloat16", "float16")
+FLAG_BOUNDS = {
+    "--max-new-tokens": POSITIVE_INT,
+    "--temperature": NON_NEGATIVE,
+    "--repeats": POSITIVE_INT,
+    **TREE_FLAGS,
+}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eagle", description=__doc__.split("\n")[0])
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message to answer")
     p.add_argument(
@@ -33,8 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="draft head folder (default: the head shipped for the built-in target)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate (>= 1)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (finite, >= 0)")
     p.add_argument(
         "--total-token", type=int, default=None, help="tree nodes per step (-1 = measure)"
     )
@@ -42,8 +53,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=None, help="tree branching")
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs of each method")
-    return p.parse_args(argv)
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of each method (>= 1)")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags, each checked (exit status 2 naming the flag) before anything is loaded."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_flags(parser, args, FLAG_BOUNDS)
+    check_device(parser, args.device)
+    try:
+        args.head_path, args.tree = shipped.head_and_tree(
+            args.base_model_path, args.ea_model_path,
+            total_token=args.total_token, depth=args.depth, top_k=args.top_k,
+        )  # fmt: skip
+        check_top_k_fits(args.tree.get("top_k"), args.head_path)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return args
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """Exit naming --device when it is no torch device, or a CUDA device that is not here."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: no CUDA device is available; use --device cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        parser.error(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def say(message: str) -> None:
@@ -53,22 +97,21 @@ def say(message: str) -> None:
 def load(args: argparse.Namespace):
     import torch
 
-    from eagle.model import shipped
+    from eagle.model.checkpoint import HeadCheckpointError
     from eagle.model.ea_model import EaModel
 
-    head_path, settings = shipped.head_and_tree(
-        args.base_model_path, args.ea_model_path,
-        total_token=args.total_token, depth=args.depth, top_k=args.top_k,
-    )  # fmt: skip
-    say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}) ...")
+    say(f"loading target {args.base_model_path} and head {args.head_path} ({args.dtype}) ...")
     start = time.perf_counter()
-    model = EaModel.from_pretrained(
-        base_model_path=args.base_model_path,
-        ea_model_path=head_path,
-        dtype=getattr(torch, args.dtype),
-        device_map=args.device,
-        **settings,
-    )
+    try:
+        model = EaModel.from_pretrained(
+            base_model_path=args.base_model_path,
+            ea_model_path=args.head_path,
+            dtype=getattr(torch, args.dtype),
+            device_map=args.device,
+            **args.tree,
+        )
+    except (HeadCheckpointError, OSError) as error:
+        raise SystemExit(f"python -m eagle: cannot load the models: {error}") from error
     say(f"loaded in {time.perf_counter() - start:.1f} s; tree {model.tree}")
     return model
 
@@ -84,6 +127,14 @@ def timed(generate, input_ids, args) -> tuple:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     model = load(args)
+    try:
+        run(model, args)
+    except ValueError as error:  # e.g. a prompt that leaves no room for an answer
+        raise SystemExit(f"python -m eagle: {error}") from error
+
+
+def run(model, args: argparse.Namespace) -> None:
+    """Warm up, time both methods ``--repeats`` times, print the answer and the report."""
     tokenizer = model.tokenizer
     messages = [{"role": "user", "content": args.prompt}]
     input_ids = tokenizer.apply_chat_template(
@@ -97,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         say(f"run {repeat + 1}/{args.repeats}: plain decoding, then EAGLE ...")
         plain_ids, *plain = timed(model.naivegenerate, input_ids, args)
         eagle_ids, *eagle = timed(model.eagenerate, input_ids, args)
-        for key, run in (("plain", plain), ("eagle", eagle)):
-            totals[key] = [a + b for a, b in zip(totals[key], run, strict=True)]
+        for key, timing in (("plain", plain), ("eagle", eagle)):
+            totals[key] = [a + b for a, b in zip(totals[key], timing, strict=True)]
     prompt_length = input_ids.shape[1]
     print(tokenizer.decode(eagle_ids[0, prompt_length:], skip_special_tokens=True).strip())
     print()

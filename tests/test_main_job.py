@@ -33,3 +33,47 @@ def test_main_job_prints_answer_speeds_and_tau(tmp_path, capsys):
 def test_no_shipped_head_for_other_targets():
     with pytest.raises(ValueError, match="ea-model-path"):
         shipped.head_for("meta-llama/Llama-3.1-8B")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--repeats", "0"], "--repeats must be an integer >= 1, got 0"),  # was UnboundLocalError
+        (["--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1, got 0"),
+        (["--max-new-tokens", "-5"], "--max-new-tokens"),
+        (["--max-new-tokens", "1e3"], "argument --max-new-tokens: invalid int value"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
+        (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
+        (["--temperature", "-0.5"], "--temperature"),
+        (["--temperature", "warm"], "argument --temperature: invalid float value"),
+        (["--total-token", "0"], "--total-token must be -1 or an integer >= 1, got 0"),
+        (["--depth", "0"], "--depth must be an integer >= 1"),
+        (["--top-k", "-3"], "--top-k must be an integer >= 1"),
+        (["--top-k", "9000"], "--top-k 9000 (or the head's tree.json) exceeds the draft vocab"),
+        (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+        (["--device", "meta"], "--device must be cpu, cuda or cuda:N"),
+        (["--dtype", "int8"], "argument --dtype: invalid choice"),
+        (["--base-model-path", "meta-llama/Llama-3.1-8B"], "--ea-model-path"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag_before_loading(argv, named, capsys, monkeypatch):
+    import eagle.__main__ as job
+
+    def never(args):
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr(job, "load", never)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_top_k_is_checked_against_a_local_heads_vocabulary(tmp_path, capsys):
+    model = make_model("llama")
+    save_head(random_head(TargetModel(model), "eagle1"), tmp_path / "head")
+    with pytest.raises(SystemExit):
+        main(["--base-model-path", str(tmp_path), "--ea-model-path", str(tmp_path / "head"),
+              "--top-k", "97"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--top-k 97" in err and "draft vocabulary" in err and "1..96" in err

@@ -1,0 +1,132 @@
+"""Checks of the numbers a user gives: command-line flags and web-form fields.
+
+A ``Bound`` says which values a number may take (an integer, or any finite float; optional
+lower and upper limits; extra allowed values such as -1 = measure). ``Bound.check`` returns the
+value as ``int`` or ``float`` or raises ``ValueError`` naming the input and its allowed values:
+NaN, infinities, ``bool``, ``None`` and strings never pass. ``check_flags`` applies a table of
+bounds to parsed flags and exits through ``parser.error`` (status 2), so that every command line
+checks its flags before it loads a model. ``check_top_k_fits`` compares the tree branching with
+the draft vocabulary a local head folder declares, also before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SEED_LIMIT = 2**63 - 1  # torch.manual_seed takes at most 2**64 - 1; leave room for seed + i
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a number may take: ``low`` and ``high`` are inclusive (``low`` is exclusive
+    with ``low_open``); ``special`` values are allowed outside the range."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    low_open: bool = False
+    special: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. ``-1 or an integer >= 1``."""
+        kind = "an integer" if self.integer else "a finite number"
+        if self.low is not None and self.high is not None:
+            left = "(" if self.low_open else "["
+            limits = f" in {left}{_shown(self.low)}, {_shown(self.high)}]"
+        elif self.low is not None:
+            limits = f" {'>' if self.low_open else '>='} {_shown(self.low)}"
+        elif self.high is not None:
+            limits = f" <= {_shown(self.high)}"
+        else:
+            limits = ""
+        return "".join(f"{v} or " for v in self.special) + kind + limits
+
+    def check(self, name: str, value: object) -> int | float:
+        """``value`` as a number when it is allowed; else ValueError naming ``name``."""
+        number = _as_number(value, self.integer)
+        if number is not None and (number in self.special or self._inside(number)):
+            return number
+        raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def _inside(self, number: int | float) -> bool:
+        if self.low is not None and (number <= self.low if self.low_open else number < self.low):
+            return False
+        return self.high is None or number <= self.high
+
+
+POSITIVE_INT = Bound(1, integer=True)
+NON_NEGATIVE_INT = Bound(0, integer=True)
+NON_NEGATIVE = Bound(0.0)  # e.g. a temperature: any finite float >= 0
+PROBABILITY = Bound(0.0, 1.0)
+SEED = Bound(0, SEED_LIMIT, integer=True)
+TREE_FLAGS: Mapping[str, Bound] = {
+    "--total-token": Bound(1, integer=True, special=(-1,)),  # -1: measure on this device
+    "--depth": POSITIVE_INT,
+    "--top-k": POSITIVE_INT,
+}
+
+
+def check_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, bounds: Mapping[str, Bound]
+) -> None:
+    """Exit through ``parser.error`` naming the first flag outside its bound.
+
+    Keys are flags (``--top-p``), read from ``args.top_p``; flags left at None are not checked.
+    """
+    for flag, bound in bounds.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        try:
+            bound.check(flag, value)
+        except ValueError as error:
+            parser.error(str(error))
+
+
+def head_vocab_size(head: str | Path) -> int | None:
+    """The draft vocabulary of a local head folder, from its ``config.json`` (None when the
+    folder or the size is not there, e.g. a hub id: the model checks it when loading)."""
+    config = Path(head) / "config.json"
+    try:
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    size = raw.get("draft_vocab_size") or raw.get("vocab_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def check_top_k_fits(top_k: int | None, head: str | Path | None) -> None:
+    """Raise ValueError when ``top_k`` exceeds the draft vocabulary of the local ``head``."""
+    if top_k is None or head is None:
+        return
+    size = head_vocab_size(head)
+    if size is not None and top_k > size:
+        raise ValueError(
+            f"--top-k {top_k} (or the head's tree.json) exceeds the draft vocabulary of "
+            f"{Path(head) / 'config.json'} ({size} tokens): use --top-k in 1..{size}"
+        )
+
+
+def _as_number(value: object, integer: bool) -> int | float | None:
+    """``value`` as an int (``integer``: ints and integral floats) or a finite float; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if integer:
+        return value if isinstance(value, int) else (int(value) if value.is_integer() else None)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+
+
+def _shown(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else str(limit)
