@@ -198,3 +198,183 @@ def test_missing_weights_file_and_directory(tmp_path, parts):
 def test_eagle3_draft_ids_map_to_target_ids(tmp_path, parts):
     head = load_head(write(tmp_path, config(eagle3=True), eagle3_state()), parts)
     assert head.draft_to_target(torch.tensor([0, 1, 5])).tolist() == [0, 2, 10]
+
+
+# -- bad input: every config.json field, every tensor, the files themselves -------------------
+
+_NAN = float("nan")
+BAD_CONFIG_FIELDS = [
+    # (field named in the error, eagle3?, config overrides)
+    ("hidden_size", False, {"hidden_size": "32"}),
+    ("hidden_size", False, {"hidden_size": 32.0}),
+    ("hidden_size", False, {"hidden_size": True}),
+    ("hidden_size", False, {"hidden_size": None, "num_attention_heads": 4}),  # required
+    ("intermediate_size", False, {"intermediate_size": 0}),
+    ("intermediate_size", False, {"intermediate_size": [64]}),
+    ("num_attention_heads", False, {"num_attention_heads": -4}),
+    ("num_attention_heads", False, {"num_attention_heads": 5, "num_key_value_heads": 1}),
+    ("num_key_value_heads", False, {"num_key_value_heads": 3}),
+    ("num_key_value_heads", False, {"num_key_value_heads": "2"}),
+    ("vocab_size", False, {"vocab_size": "96"}),
+    ("num_hidden_layers", False, {"num_hidden_layers": 0}),
+    ("num_hidden_layers", True, {"num_hidden_layers": 2}),
+    ("rms_norm_eps", False, {"rms_norm_eps": -1e-6}),
+    ("rms_norm_eps", False, {"rms_norm_eps": _NAN}),
+    ("rms_norm_eps", False, {"rms_norm_eps": "1e-6"}),
+    ("hidden_act", False, {"hidden_act": "tanh"}),
+    ("hidden_act", False, {"hidden_act": 3}),
+    ("max_position_embeddings", False, {"max_position_embeddings": 2048.5}),
+    ("rope_theta", False, {"rope_theta": 0}),
+    ("rope_theta", False, {"rope_theta": "10000"}),
+    ("rope_scaling", False, {"rope_scaling": "linear"}),
+    ("rope_scaling", False, {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    ("rope_scaling", False, {"rope_scaling": {"type": "linear"}}),
+    ("rope_scaling", False, {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}),
+    ("rope_parameters", False, {"rope_parameters": "default"}),
+    ("head_dim", False, {"head_dim": "8"}),
+    ("head_dim", False, {"head_dim": 7}),  # rotary embeddings need an even head dimension
+    ("bias", False, {"bias": "yes"}),
+    ("qkv_bias", False, {"qkv_bias": 1}),
+    ("draft_vocab_size", True, {"draft_vocab_size": 0}),
+    ("draft_vocab_size", True, {"draft_vocab_size": "40"}),
+    ("draft_vocab_size", True, {"draft_vocab_size": VOCAB + 1}),
+    ("target_hidden_size", True, {"target_hidden_size": -32}),
+    ("eagle_config", True, {"eagle_config": "layers 1 2 3"}),
+    (
+        "eagle_aux_hidden_state_layer_ids",
+        True,
+        {"eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 2]}},
+    ),
+    (
+        "eagle_aux_hidden_state_layer_ids",
+        True,
+        {"eagle_config": {"eagle_aux_hidden_state_layer_ids": ["1", 2, 3]}},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "eagle3", "overrides"),
+    BAD_CONFIG_FIELDS,
+    ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(BAD_CONFIG_FIELDS)],
+)
+def test_bad_config_fields_name_the_file_and_the_field(tmp_path, parts, field, eagle3, overrides):
+    cfg = {k: v for k, v in (config(eagle3) | overrides).items() if v is not None}
+    state = eagle3_state() if eagle3 else eagle1_state()
+    with pytest.raises(HeadCheckpointError) as err:
+        load_head(write(tmp_path, cfg, state), parts)
+    assert str(tmp_path / "config.json") in str(err.value)
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"hidden_size": 32,', "not valid JSON"),
+        ("[1, 2, 3]", "JSON object"),
+        ('"a config"', "JSON object"),
+        ("32", "JSON object"),
+        (b"\xff\xfe\x00", "cannot read"),
+    ],
+    ids=["truncated", "list", "string", "number", "not-utf8"],
+)
+def test_config_json_that_is_not_an_object_names_the_file(tmp_path, parts, text, expected):
+    write(tmp_path, config(), eagle1_state())
+    path = tmp_path / "config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(HeadCheckpointError, match=expected) as err:
+        load_head(tmp_path, parts)
+    assert str(path) in str(err.value)
+
+
+def _bad_d2t(kind: str) -> dict:
+    state = eagle3_state()
+    if kind == "d2t-above-vocab":
+        state["d2t"][DRAFT_VOCAB - 1] = VOCAB
+    elif kind == "d2t-negative":
+        state["d2t"][0] = -1
+    elif kind == "d2t-duplicate":
+        state["d2t"][1] = -1  # draft ids 0 and 1 both map to target id 0
+    elif kind == "d2t-float":
+        state["d2t"] = state["d2t"].float()
+    elif kind == "d2t-shape":
+        state["d2t"] = state["d2t"][:-1]
+    elif kind == "t2d-disagrees":
+        state["t2d"][1] = True  # target id 1 is not in the draft vocabulary
+    elif kind == "t2d-not-a-mask":
+        state["t2d"] = state["t2d"].long() * 2
+    elif kind == "t2d-missing":
+        del state["t2d"]
+    return state
+
+
+BAD_TENSORS = [
+    ("d2t", eagle3_state, "d2t-above-vocab"),
+    ("d2t", eagle3_state, "d2t-negative"),
+    ("d2t", eagle3_state, "d2t-duplicate"),
+    ("d2t", eagle3_state, "d2t-float"),
+    ("d2t", eagle3_state, "d2t-shape"),
+    ("t2d", eagle3_state, "t2d-disagrees"),
+    ("t2d", eagle3_state, "t2d-not-a-mask"),
+    ("t2d", eagle3_state, "t2d-missing"),
+    ("fc.weight", eagle1_state, "int-weight"),
+    ("layers.0.mlp.up_proj.weight", eagle1_state, "nan-weight"),
+    ("norm.weight", eagle3_state, "inf-weight"),
+]
+
+
+@pytest.mark.parametrize(("key", "base", "kind"), BAD_TENSORS, ids=[k for _, _, k in BAD_TENSORS])
+def test_bad_tensors_name_the_weights_file_and_the_tensor(tmp_path, parts, key, base, kind):
+    eagle3 = base is eagle3_state
+    state = _bad_d2t(kind) if eagle3 and kind.startswith(("d2t", "t2d")) else base()
+    if kind == "int-weight":
+        state[key] = state[key].long()
+    elif kind in ("nan-weight", "inf-weight"):
+        state[key][0] = float("nan") if kind == "nan-weight" else float("inf")
+    with pytest.raises(HeadCheckpointError) as err:
+        load_head(write(tmp_path, config(eagle3), state), parts)
+    assert str(tmp_path / "model.safetensors") in str(err.value)
+    assert key in str(err.value)
+
+
+def test_full_draft_vocabulary_maps_must_be_absent_or_the_identity(tmp_path, parts):
+    state = eagle3_state()
+    state["lm_head.weight"] = torch.randn(VOCAB, H) * 0.1
+    state["d2t"] = torch.zeros(VOCAB, dtype=torch.long)
+    state["t2d"] = torch.ones(VOCAB, dtype=torch.bool)
+    cfg = config(eagle3=True, draft_vocab_size=VOCAB)
+    head = load_head(write(tmp_path / "identity", cfg, state), parts)
+    assert not head.reduced_vocab and "d2t" not in head.state_dict()
+    state["d2t"][3] = 1
+    with pytest.raises(HeadCheckpointError, match="identity"):
+        load_head(write(tmp_path / "shifted", cfg, state), parts)
+
+
+@pytest.mark.parametrize("safetensors", [True, False], ids=["safetensors", "bin"])
+def test_unreadable_weights_name_the_file(tmp_path, parts, safetensors):
+    write(tmp_path, config(), eagle1_state(), safetensors)
+    path = tmp_path / ("model.safetensors" if safetensors else "pytorch_model.bin")
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(HeadCheckpointError, match="cannot read") as err:
+        load_head(tmp_path, parts)
+    assert str(path) in str(err.value)
+    path.unlink()
+    torch.save([torch.zeros(2)], tmp_path / "pytorch_model.bin")
+    with pytest.raises(HeadCheckpointError, match="mapping of parameter names"):
+        load_head(tmp_path, parts)
+
+
+def test_use_eagle3_must_be_a_bool_or_none(tmp_path, parts):
+    with pytest.raises(ValueError, match="use_eagle3"):
+        load_head(write(tmp_path, config(), eagle1_state()), parts, use_eagle3="yes")
+
+
+def test_transformers5_rope_parameters_are_read(tmp_path, parts):
+    llama3 = {
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 1024,
+    }  # fmt: skip
+    cfg = {k: v for k, v in config(rope_parameters=llama3).items() if k != "rope_theta"}
+    head = load_head(write(tmp_path, cfg, eagle1_state()), parts)
+    assert head.config.rope_theta == 500000.0
+    assert head.config.rope_scaling["rope_type"] == "llama3"

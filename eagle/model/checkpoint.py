@@ -9,7 +9,13 @@ beyond the parameters are RoPE ``inv_freq`` buffers that old transformers versio
 are derived from the config and ignored).
 
 ``embed_tokens.weight`` may be absent from either format; the head then uses the target's
-embedding. ``d2t``/``t2d`` may be absent only when the draft vocabulary equals the target's.
+embedding. ``d2t``/``t2d`` may be absent only when the draft vocabulary equals the target's
+(then, if present, they must be the identity).
+
+Every problem is a ``HeadCheckpointError`` that names the file and, for config.json, the field:
+unreadable or non-object JSON, a field of the wrong type or range (``draft_head.FIELD_RULES``
+and the relations between fields), weights that are not floating point or not finite, and a
+``d2t`` table that maps outside the target vocabulary or disagrees with ``t2d``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eagle.model.draft_head import DraftHead, HeadConfig, Rotary, TargetParts, build_head
+from eagle.model.draft_head import (
+    DraftHead,
+    HeadConfig,
+    HeadFieldError,
+    Rotary,
+    TargetParts,
+    build_head,
+    check_head_fields,
+)
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -73,50 +87,137 @@ def resolve_head_dir(path: str | os.PathLike) -> Path:
         ) from err
 
 
-def read_state_dict(directory: Path) -> dict[str, Tensor]:
-    if (directory / SAFETENSORS_FILE).exists():
-        from safetensors.torch import load_file
-
-        return load_file(directory / SAFETENSORS_FILE)
-    if (directory / TORCH_FILE).exists():
-        return torch.load(directory / TORCH_FILE, map_location="cpu", weights_only=True)
+def weights_file(directory: Path) -> Path:
+    """The head's weights file: model.safetensors, else pytorch_model.bin."""
+    for name in (SAFETENSORS_FILE, TORCH_FILE):
+        if (directory / name).exists():
+            return directory / name
     raise HeadCheckpointError(
         f"no weights in {directory}: expected {SAFETENSORS_FILE} or {TORCH_FILE}"
     )
 
 
-def detect_variant(raw_config: dict[str, Any], state: dict[str, Tensor]) -> str:
+def read_state_dict(directory: Path) -> dict[str, Tensor]:
+    """The tensors of the head's weights file; an unreadable file is an error naming it."""
+    path = weights_file(directory)
+    try:
+        if path.name == SAFETENSORS_FILE:
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, pickle and OS errors alike: name the file
+        raise HeadCheckpointError(f"cannot read the head weights {path}: {err}") from err
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise HeadCheckpointError(f"{path} must hold a flat mapping of parameter names to tensors")
+    return state
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict; invalid JSON or another JSON type is an error naming the file."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise HeadCheckpointError(
+            f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise HeadCheckpointError(f"cannot read {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise HeadCheckpointError(
+            f"{path} must hold a JSON object of config fields, got a JSON {type(raw).__name__}"
+        )
+    return raw
+
+
+def detect_variant(
+    raw_config: dict[str, Any], state: dict[str, Tensor], source: str | os.PathLike = "the head"
+) -> str:
     """'eagle1' or 'eagle3' from the weights, checked against the config."""
     has_mid = any(k.startswith("midlayer.") for k in state)
     has_layers = any(k.startswith("layers.") for k in state)
     if has_mid == has_layers:
         raise HeadCheckpointError(
-            "unknown head format: expected either 'midlayer.*' keys (EAGLE-3) or 'layers.*' keys "
+            f"{source}: unknown head format: expected either 'midlayer.*' keys (EAGLE-3) or 'layers.*' keys "
             f"(EAGLE-1), found {'both' if has_mid else 'neither'}; keys: {sorted(state)[:12]}"
         )
     variant = "eagle3" if has_mid else "eagle1"
     if variant == "eagle1" and "draft_vocab_size" in raw_config:
         raise HeadCheckpointError(
-            "config.json has draft_vocab_size (EAGLE-3) but the weights are an EAGLE-1 head"
+            f"{source}: config.json has draft_vocab_size (EAGLE-3) but the weights are an "
+            "EAGLE-1 head"
         )
     return variant
 
 
-def parse_config(raw: dict[str, Any], variant: str) -> HeadConfig:
+def parse_config(
+    raw: dict[str, Any], variant: str, source: str | os.PathLike = CONFIG_FILE
+) -> HeadConfig:
+    """The head config of a config.json dict; ``source`` (the file) is named in errors."""
     fields = {k: v for k, v in raw.items() if k in _KNOWN_FIELDS and v is not None}
     fields.setdefault("num_key_value_heads", fields.get("num_attention_heads"))
-    if "rope_theta" not in fields and isinstance(raw.get("rope_parameters"), dict):
-        fields["rope_theta"] = raw["rope_parameters"].get("rope_theta", 10000.0)
+    _adopt_rope_parameters(raw.get("rope_parameters"), fields, source)
     missing = {"hidden_size", "intermediate_size", "num_attention_heads", "vocab_size"} - set(
         fields
     )
     if missing:
-        raise HeadCheckpointError(f"config.json lacks required fields: {sorted(missing)}")
-    aux = (raw.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
-    # engines count layer outputs; hidden_states index i is the input of layer i = output of i-1
-    layers = tuple(int(i) + 1 for i in aux) if aux else None
+        raise HeadCheckpointError(f"{source} lacks required fields: {sorted(missing)}")
+    try:
+        check_head_fields(fields, variant)
+    except HeadFieldError as err:
+        raise HeadCheckpointError(f"{source}: field {err.field!r} {err.problem}") from None
+    head_dim = fields.get("head_dim") or fields["hidden_size"] // fields["num_attention_heads"]
+    if head_dim % 2:
+        raise HeadCheckpointError(
+            f"{source}: field 'head_dim' (or hidden_size / num_attention_heads) is {head_dim}; "
+            "rotary embeddings need an even head dimension"
+        )
+    layers = _feature_layers(raw.get("eagle_config"), variant, source)
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_FIELDS}
     return HeadConfig(variant=variant, feature_layers=layers, extra=extra, **fields)
+
+
+def _adopt_rope_parameters(params: Any, fields: dict[str, Any], source) -> None:
+    """transformers 5 writes ``rope_parameters`` instead of ``rope_theta``/``rope_scaling``."""
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise HeadCheckpointError(
+            f"{source}: field 'rope_parameters' must be an object, got {params!r}"
+        )
+    if "rope_theta" not in fields and params.get("rope_theta") is not None:
+        fields["rope_theta"] = params["rope_theta"]
+    if "rope_scaling" not in fields and params.get("rope_type", "default") != "default":
+        fields["rope_scaling"] = params
+
+
+def _feature_layers(eagle_config: Any, variant: str, source) -> tuple[int, ...] | None:
+    """``eagle_config.eagle_aux_hidden_state_layer_ids`` -> target hidden_states indices."""
+    if eagle_config is None:
+        return None
+    field = "eagle_config.eagle_aux_hidden_state_layer_ids"
+    if not isinstance(eagle_config, dict):
+        raise HeadCheckpointError(
+            f"{source}: field 'eagle_config' must be an object, got {eagle_config!r}"
+        )
+    ids = eagle_config.get("eagle_aux_hidden_state_layer_ids")
+    if ids is None:
+        return None
+    count = 3 if variant == "eagle3" else 1
+    if not (
+        isinstance(ids, list)
+        and len(ids) == count
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+    ):
+        raise HeadCheckpointError(
+            f"{source}: field {field!r} must be a list of {count} non-negative layer ids, "
+            f"got {ids!r}"
+        )
+    # engines count layer outputs; hidden_states index i is the input of layer i = output of i-1
+    return tuple(i + 1 for i in ids)
 
 
 def expected_shapes(head: DraftHead) -> dict[str, tuple[int, ...]]:
@@ -124,7 +225,9 @@ def expected_shapes(head: DraftHead) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in head.state_dict().items() if k != "embed_tokens.weight"}
 
 
-def check_state_dict(head: DraftHead, state: dict[str, Tensor]) -> None:
+def check_state_dict(
+    head: DraftHead, state: dict[str, Tensor], source: str | os.PathLike = "checkpoint"
+) -> None:
     """Raise HeadCheckpointError naming every missing, unexpected or mis-shaped key."""
     expected = expected_shapes(head)
     given = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
@@ -144,9 +247,71 @@ def check_state_dict(head: DraftHead, state: dict[str, Tensor]) -> None:
             f"wrong shapes: {wrong}" if wrong else "",
         ]
         raise HeadCheckpointError(
-            f"{head.variant} head checkpoint does not match its config.json: "
+            f"{source}: {head.variant} head weights do not match its config.json: "
             + "; ".join(p for p in parts if p)
         )
+
+
+def check_tensors(config: HeadConfig, state: dict[str, Tensor], source) -> None:
+    """Weights must be floating point and finite; d2t/t2d a consistent map (see check_vocab_maps)."""
+    weights = {k: v for k, v in state.items() if k not in ("d2t", "t2d")}
+    not_float = sorted(f"{k} ({v.dtype})" for k, v in weights.items() if not v.is_floating_point())
+    if not_float:
+        raise HeadCheckpointError(f"{source}: weights must be floating point: {not_float}")
+    not_finite = sorted(k for k, v in weights.items() if not bool(torch.isfinite(v).all()))
+    if not_finite:
+        raise HeadCheckpointError(f"{source}: weights hold NaN or infinite values: {not_finite}")
+    if config.draft_vocab != config.vocab_size:
+        check_vocab_maps(state["d2t"], state["t2d"], config.vocab_size, source)
+
+
+def check_vocab_maps(d2t: Tensor, t2d: Tensor, vocab_size: int, source) -> None:
+    """d2t [Vd] integer offsets (target id = i + d2t[i]) and t2d [V] bool must agree.
+
+    Each draft id maps into 0..V-1, no two to the same target id, and t2d marks exactly the
+    target ids reached (shapes are checked before, against the config).
+    """
+    if d2t.is_floating_point() or d2t.is_complex() or d2t.dtype == torch.bool:
+        raise HeadCheckpointError(f"{source}: 'd2t' must hold integer offsets, got {d2t.dtype}")
+    if t2d.dtype != torch.bool and (
+        t2d.is_floating_point() or not bool(((t2d == 0) | (t2d == 1)).all())
+    ):
+        raise HeadCheckpointError(f"{source}: 't2d' must be a bool mask, got {t2d.dtype}")
+    targets = torch.arange(d2t.shape[0]) + d2t.long()
+    outside = ((targets < 0) | (targets >= vocab_size)).nonzero().flatten()
+    if outside.numel():
+        i = int(outside[0])
+        raise HeadCheckpointError(
+            f"{source}: 'd2t' maps draft id {i} (offset {int(d2t[i])}) to target id "
+            f"{int(targets[i])}, outside the target vocabulary 0..{vocab_size - 1} "
+            f"({outside.numel()} such entries)"
+        )
+    reached = torch.zeros(vocab_size, dtype=torch.bool)
+    reached[targets] = True
+    if int(reached.sum()) != targets.shape[0]:
+        raise HeadCheckpointError(f"{source}: 'd2t' maps several draft ids to the same target id")
+    differ = (reached != t2d.bool()).nonzero().flatten()
+    if differ.numel():
+        raise HeadCheckpointError(
+            f"{source}: 't2d' disagrees with 'd2t' at {differ.numel()} target ids "
+            f"(first: {differ[:5].tolist()}); t2d[j] must be true exactly for j = i + d2t[i]"
+        )
+
+
+def _drop_identity_maps(config: HeadConfig, state: dict[str, Tensor], source) -> dict[str, Tensor]:
+    """With a full draft vocabulary, d2t/t2d may be present only as the identity map."""
+    if config.variant != "eagle3" or config.draft_vocab != config.vocab_size:
+        return state
+    d2t, t2d = state.get("d2t"), state.get("t2d")
+    identity = (d2t is None or (d2t.shape == (config.vocab_size,) and not bool(d2t.any()))) and (
+        t2d is None or (t2d.shape == (config.vocab_size,) and bool(t2d.all()))
+    )
+    if not identity:
+        raise HeadCheckpointError(
+            f"{source}: draft_vocab_size equals vocab_size ({config.vocab_size}), so 'd2t'/'t2d' "
+            "must be absent or the identity map (d2t all 0, t2d all true)"
+        )
+    return {k: v for k, v in state.items() if k not in ("d2t", "t2d")}
 
 
 def load_head(
@@ -156,46 +321,61 @@ def load_head(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> DraftHead:
-    """Load a head directory strictly; ``use_eagle3`` (if given) must match the detected variant."""
+    """Load a head directory strictly; ``use_eagle3`` (if given) must match the detected variant.
+
+    Every check runs before any weight is used: config fields, key names and shapes, dtypes,
+    finiteness, the EAGLE-3 vocabulary maps, and the fit to the target's vocabulary and width.
+    """
+    if use_eagle3 is not None and not isinstance(use_eagle3, bool):
+        raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
     directory = resolve_head_dir(path)
     config_path = directory / CONFIG_FILE
     if not config_path.exists():
         raise HeadCheckpointError(f"no {CONFIG_FILE} in {directory}")
-    raw = json.loads(config_path.read_text())
+    raw = read_config(config_path)
+    weights = weights_file(directory)
     state = read_state_dict(directory)
-    variant = detect_variant(raw, state)
+    variant = detect_variant(raw, state, weights)
     if use_eagle3 is not None and use_eagle3 != (variant == "eagle3"):
         raise HeadCheckpointError(
             f"use_eagle3={use_eagle3} but {directory} holds an {variant.upper()} head; "
             "leave use_eagle3=None to detect the variant"
         )
-    config = parse_config(raw, variant)
+    config = parse_config(raw, variant, config_path)
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    state = _drop_identity_maps(config, state, weights)
     has_embedding = "embed_tokens.weight" in state
     with torch.device("meta"):
         head = build_head(config, target, own_embedding=has_embedding)
-    check_state_dict(head, state)
-    _check_target_fit(config, target)
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    check_state_dict(head, state, weights)
+    check_tensors(config, state, weights)
+    _check_target_fit(config, target, config_path)
+    if "t2d" in state:
+        state["t2d"] = state["t2d"].bool()
+        state["d2t"] = state["d2t"].long()
     head.load_state_dict(state, strict=True, assign=True)
     head.rotary = Rotary(config)  # derived buffer, not in the checkpoint
     # .to(dtype) casts floating tensors only: d2t (int64) and t2d (bool) keep their types
     return head.to(device=device or "cpu", dtype=dtype).eval()
 
 
-def _check_target_fit(config: HeadConfig, target: TargetParts) -> None:
+def _check_target_fit(config: HeadConfig, target: TargetParts, source) -> None:
     vocab, width = target.embed_tokens.weight.shape
     if config.vocab_size != vocab:
         raise HeadCheckpointError(
-            f"head vocab_size {config.vocab_size} does not match the target's vocabulary {vocab}"
+            f"{source}: head vocab_size {config.vocab_size} does not match the target's "
+            f"vocabulary {vocab}"
         )
     target_width = config.target_hidden_size or config.hidden_size
     if config.variant == "eagle3" and target_width != width:
         raise HeadCheckpointError(
-            f"EAGLE-3 head expects target hidden size {target_width}, the target has {width}"
+            f"{source}: EAGLE-3 head expects target hidden size {target_width} "
+            f"(target_hidden_size, else hidden_size), the target has {width}"
         )
     if config.variant == "eagle1" and config.hidden_size != width:
         raise HeadCheckpointError(
-            f"EAGLE-1 head hidden_size {config.hidden_size} does not match the target's {width}"
+            f"{source}: EAGLE-1 head hidden_size {config.hidden_size} does not match the "
+            f"target's {width}"
         )
 
 

@@ -22,7 +22,9 @@ whose attention reads ``[input_layernorm(embed), hidden_norm(feature)]`` (2H wid
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from typing import Any, Literal
 
 import torch
@@ -69,14 +71,10 @@ class HeadConfig:
     def __post_init__(self) -> None:
         if self.variant not in ("eagle1", "eagle3"):
             raise ValueError(f"variant must be 'eagle1' or 'eagle3', got {self.variant!r}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(
-                f"hidden_act {self.hidden_act!r} is not supported; choose from {sorted(_ACTIVATIONS)}"
-            )
-        if self.variant == "eagle3" and self.num_hidden_layers != 1:
-            raise ValueError("an EAGLE-3 head has exactly one layer (num_hidden_layers=1)")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        try:
+            check_head_fields(self.to_dict(), self.variant)
+        except HeadFieldError as err:
+            raise ValueError(f"HeadConfig field {err.field!r} {err.problem}") from None
 
     @property
     def dim_per_head(self) -> int:
@@ -109,6 +107,112 @@ class HeadConfig:
         out.pop("extra")
         out["feature_layers"] = list(self.feature_layers) if self.feature_layers else None
         return out
+
+
+class HeadFieldError(ValueError):
+    """A head config field with a wrong type or value; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r} {problem}")
+        self.field, self.problem = field, problem
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value > 0
+
+
+def _is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+_POSITIVE_INT = (_is_positive_int, "a positive integer")
+_POSITIVE_NUMBER = (_is_positive_number, "a positive finite number")
+_BOOLEAN = (lambda v: isinstance(v, bool), "true or false")
+# field -> (check, what it must be); None (JSON null) means "not set" for the optional fields
+FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hidden_size": _POSITIVE_INT,
+    "intermediate_size": _POSITIVE_INT,
+    "num_attention_heads": _POSITIVE_INT,
+    "num_key_value_heads": _POSITIVE_INT,
+    "vocab_size": _POSITIVE_INT,
+    "num_hidden_layers": _POSITIVE_INT,
+    "max_position_embeddings": _POSITIVE_INT,
+    "head_dim": _POSITIVE_INT,
+    "draft_vocab_size": _POSITIVE_INT,
+    "target_hidden_size": _POSITIVE_INT,
+    "rms_norm_eps": _POSITIVE_NUMBER,
+    "rope_theta": _POSITIVE_NUMBER,
+    "hidden_act": (
+        lambda v: isinstance(v, str) and v in _ACTIVATIONS,
+        f"one of {sorted(_ACTIVATIONS)}",
+    ),
+    "bias": _BOOLEAN,
+    "qkv_bias": _BOOLEAN,
+    "rope_scaling": (lambda v: isinstance(v, dict), "an object"),
+}
+ROPE_TYPES = ("default", "linear", "llama3")
+_ROPE_NUMBERS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def check_head_fields(fields: dict[str, Any], variant: str) -> None:
+    """Raise HeadFieldError for the first field of ``fields`` with a wrong type or range.
+
+    ``fields`` maps config.json names to values; absent or None optional fields are skipped.
+    Also checks the relations between fields that the head's shapes rely on.
+    """
+    for name, (valid, expected) in FIELD_RULES.items():
+        value = fields.get(name)
+        if value is not None and not valid(value):
+            raise HeadFieldError(
+                name, f"must be {expected}, got {value!r} ({type(value).__name__})"
+            )
+    heads, kv_heads = fields.get("num_attention_heads"), fields.get("num_key_value_heads")
+    if heads and kv_heads and heads % kv_heads:
+        raise HeadFieldError(
+            "num_key_value_heads", f"({kv_heads}) must divide num_attention_heads ({heads})"
+        )
+    hidden, vocab, draft_vocab = (
+        fields.get(k) for k in ("hidden_size", "vocab_size", "draft_vocab_size")
+    )
+    if heads and hidden and fields.get("head_dim") is None and hidden % heads:
+        raise HeadFieldError(
+            "num_attention_heads",
+            f"({heads}) must divide hidden_size ({hidden}) unless head_dim is given",
+        )
+    if variant == "eagle3" and fields.get("num_hidden_layers", 1) != 1:
+        raise HeadFieldError("num_hidden_layers", "must be 1 for an EAGLE-3 head")
+    if draft_vocab and vocab and draft_vocab > vocab:
+        raise HeadFieldError(
+            "draft_vocab_size", f"({draft_vocab}) must not exceed vocab_size ({vocab})"
+        )
+    if fields.get("rope_scaling") is not None:
+        _check_rope_scaling(fields["rope_scaling"])
+
+
+def _check_rope_scaling(scaling: dict[str, Any]) -> None:
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise HeadFieldError(
+            "rope_scaling",
+            f"type {kind!r} is not supported by the draft head; choose from {ROPE_TYPES}",
+        )
+    for key in _ROPE_NUMBERS.get(kind, ()):
+        if not _is_positive_number(scaling.get(key)):
+            raise HeadFieldError(
+                "rope_scaling",
+                f"{key!r} must be a positive finite number for {kind!r} scaling, "
+                f"got {scaling.get(key)!r}",
+            )
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise HeadFieldError("rope_scaling", "'high_freq_factor' must exceed 'low_freq_factor'")
 
 
 class RMSNorm(nn.Module):
