@@ -1,7 +1,6 @@
-"""The one-command recipe of the shipped head: its stage commands and the bf16 export."""
+"""The shipped head's campaign recipe: its stage commands, chunk bookkeeping and the bf16 export."""
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -32,40 +31,78 @@ def test_export_casts_weights_to_bf16_and_loads_strictly(tmp_path):
             continue
         expected = value.to(torch.bfloat16).to(value.dtype) if value.is_floating_point() else value
         assert torch.equal(loaded.state_dict()[name], expected), name
+    assert not (recipe.export_head(trained, tmp_path / "stable", None) / "tree.json").exists()
 
 
-def test_print_commands_shows_every_stage_flag_of_every_round(tmp_path, capsys):
-    assert recipe.main(["--workdir", str(tmp_path), "--output", "o", "--print-commands"]) is None
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 * len(recipe.ROUNDS)
-    for number, (data, train) in enumerate(zip(lines[::2], lines[1::2], strict=True), start=1):
-        spec = recipe.ROUNDS[number - 1]
-        assert data.startswith("python -m eagle.ge_data ") and "--regenerate" in data
-        assert "--exclude-mt-bench" in data and "--exclude-humaneval" in data
-        assert f"--limit {spec.limit} " in data
-        assert train.startswith("python -m eagle.train.main ") and "smollm2_eagle3.json" in train
-        assert f"--cpdir {tmp_path}/ckpt-r{number} " in train and "--resume" not in train
-        if spec.fine_tune:  # starts from the previous round's head
-            assert train.endswith(f"--init-head {tmp_path}/ckpt-r{number - 1}/head")
-        else:
-            assert "--init-head" not in train
+@pytest.fixture
+def campaign(tmp_path, monkeypatch):
+    """A campaign folder of its own (no committed answers, head or curve)."""
+    folder = tmp_path / "campaign"
+    monkeypatch.setattr(recipe, "CAMPAIGN", folder)
+    monkeypatch.setattr(recipe, "VAL_ANSWERS", folder / "val.jsonl")
+    monkeypatch.setattr(recipe, "STABLE", folder / "stable")
+    monkeypatch.setattr(recipe, "CURVE", folder / "curve.jsonl")
+    return folder
 
 
-def test_later_rounds_extend_the_data_and_fine_tune():
-    limits = [spec.limit for spec in recipe.ROUNDS]
-    assert limits == sorted(limits) and not recipe.ROUNDS[0].fine_tune
-    assert all(spec.fine_tune for spec in recipe.ROUNDS[1:])
+def _commands(tmp_path, capsys, *extra):
+    argv = ["--workdir", str(tmp_path), "--print-commands", "--dtype", "float32", *extra]
+    assert recipe.main(argv) is None
+    return capsys.readouterr().out.strip().splitlines()
 
 
-def test_a_finished_round_is_recognised_only_with_its_own_settings(tmp_path):
-    spec = recipe.ROUNDS[0]
-    assert not recipe.round_done(tmp_path, 1, spec)
-    recipe.round_dir(tmp_path, 1).mkdir()
-    (recipe.round_dir(tmp_path, 1) / recipe.ROUND_FILE).write_text(json.dumps(asdict(spec)))
-    assert recipe.round_done(tmp_path, 1, spec)
-    assert not recipe.round_done(tmp_path, 1, recipe.Round(limit=spec.limit + 1))
+def test_first_chunk_regenerates_validation_and_trains_from_scratch(tmp_path, campaign, capsys):
+    val, data, stable, anneal = _commands(tmp_path, capsys)
+    assert val.startswith("python -m eagle.ge_data ") and "--regenerate" in val
+    assert "--split val" in val and f"--regen-output {campaign / 'val.jsonl'}" in val
+    assert "--variants eagle1,eagle3" in val  # last hidden state kept: exact validation
+    assert "--regenerate" not in data and "--split train" in data and "--offset 0 " in data
+    assert "--target-topk 32" in data and "--exclude-mt-bench" in data
+    assert "--exclude-humaneval" in data
+    assert stable.startswith("python -m eagle.train.main ") and "--init-head" not in stable
+    assert "--schedule constant" in stable and f"--val-data {tmp_path}/val" in stable
+    assert "--schedule linear" in anneal and "--max-steps" in anneal
+    assert anneal.endswith(f"--init-head {tmp_path}/stable-c0/head")
 
 
-def test_rounds_flag_is_checked(tmp_path):
+def test_later_chunks_take_the_next_slice_and_continue_the_stable_head(tmp_path, campaign, capsys):
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+    (campaign / "curve.jsonl").write_text(json.dumps({"chunk": 0}) + "\n")
+    val, data, stable, _ = _commands(tmp_path, capsys)
+    assert "--regenerate" not in val and f"--data {campaign / 'val.jsonl'}" in val
+    assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and "data-c1" in data
+    assert stable.endswith(f"--init-head {campaign / 'stable'}")
+
+
+def test_a_later_chunk_needs_the_stable_head(tmp_path, campaign):
     with pytest.raises(SystemExit):
-        recipe.main(["--workdir", str(tmp_path), "--output", "o", "--rounds", "0"])
+        recipe.main(["--workdir", str(tmp_path), "--chunk", "1", "--print-commands"])
+
+
+def test_next_chunk_follows_the_curve(campaign):
+    assert recipe.next_chunk(campaign / "curve.jsonl") == 0
+    campaign.mkdir()
+    lines = [json.dumps({"chunk": c}) for c in (0, 1, 2)]
+    (campaign / "curve.jsonl").write_text("\n".join(lines) + "\n")
+    assert recipe.next_chunk(campaign / "curve.jsonl") == 3
+
+
+def test_a_finished_stage_is_recognised_only_with_its_own_arguments(tmp_path):
+    assert not recipe.stage_done(tmp_path, ["--a", "1"])
+    recipe.mark_done(tmp_path, ["--a", "1"], 12.0)
+    assert recipe.stage_done(tmp_path, ["--a", "1"])
+    assert not recipe.stage_done(tmp_path, ["--a", "2"])
+
+
+def test_fastest_dtype_is_one_of_the_two():
+    assert recipe.fastest_cpu_dtype(size=32) in ("float32", "bfloat16")
+
+
+@pytest.mark.parametrize("flags", [["--chunk", "-1"], ["--epochs", "0"], ["--threads", "0"]])
+def test_bad_flags_are_refused(tmp_path, campaign, flags, capsys):
+    with pytest.raises(SystemExit):
+        recipe.main(["--workdir", str(tmp_path), "--print-commands", *flags])
+    assert flags[0] in capsys.readouterr().err
