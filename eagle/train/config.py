@@ -2,8 +2,9 @@
 
 Owns: ``TrainConfig`` (``variant`` + ``head`` + ``train`` sections), ``load_config`` /
 ``config_from_dict`` (an unknown key anywhere is an error naming it and listing the known keys; a
-value of the wrong type is an error naming its path), ``with_overrides`` for command-line flags,
-and ``build_head_config``, which turns the ``head`` section into the ``HeadConfig`` of
+value of the wrong type, a float that is not finite and a value out of its range are errors
+naming the key and what is allowed), ``with_overrides`` for command-line flags, and
+``build_head_config``, which turns the ``head`` section into the ``HeadConfig`` of
 ``eagle.model.draft_head``.
 
 Design choices:
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,6 +61,9 @@ class HeadSettings:
     draft_vocab_size: int | None = None  # EAGLE-3; None = the data's draft vocabulary
     target_hidden_size: int | None = None  # EAGLE-3; if given it must equal the target's width
     save_embedding: bool = False  # write a copy of the target's embedding into the head folder
+    # EAGLE-3 lm_head start: "random", or "target": the target's lm_head rows of the draft
+    # vocabulary (the head then starts by reading its output as the target reads its own state)
+    lm_head_init: str = "random"
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class TrainConfig:
 
 
 def _validate(config: TrainConfig) -> None:
+    _check_finite(config)
     t = config.train
     checks = [
         (config.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {config.variant!r}"),
@@ -138,6 +144,60 @@ def _validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_ranges(config)
+
+
+def _check_finite(config: TrainConfig) -> None:
+    """Every float setting (tuples included) must be a finite number: no NaN, no infinity."""
+    for section in ("head", "train"):
+        settings = getattr(config, section)
+        for f in dataclasses.fields(settings):
+            value = getattr(settings, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Counts, weights and optimiser settings within their meaningful ranges."""
+    t, h = config.train, config.head
+    head_counts = (
+        "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "num_hidden_layers", "max_position_embeddings", "draft_vocab_size",
+        "target_hidden_size",
+    )  # fmt: skip
+    lower_bounds = [  # (key, value or None, bound, whether the bound itself is allowed)
+        ("train.weight_decay", t.weight_decay, 0, True),
+        ("train.grad_clip", t.grad_clip, 0, False),
+        ("train.warmup_steps", t.warmup_steps, 0, True),
+        ("train.noise", t.noise, 0, True),
+        ("train.step_weight", t.step_weight, 0, False),
+        ("train.feature_weight", t.feature_weight, 0, True),
+        ("train.token_weight", t.token_weight, 0, True),
+        ("train.seed", t.seed, 0, True),
+        ("train.save_every", t.save_every, 0, True),
+        ("train.num_workers", t.num_workers, 0, True),
+        ("head.rms_norm_eps", h.rms_norm_eps, 0, False),
+        ("head.rope_theta", h.rope_theta, 0, False),
+        *((f"head.{name}", getattr(h, name), 1, True) for name in head_counts),
+    ]
+    for key, value, bound, inclusive in lower_bounds:
+        if value is not None and (value < bound or (value == bound and not inclusive)):
+            relation = ">=" if inclusive else ">"
+            raise ConfigError(f"{key} must be {relation} {bound}, got {value!r}")
+    for index, beta in enumerate(t.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"train.betas[{index}] must be in [0, 1), got {beta!r}")
+    if t.seed >= 2**32:
+        raise ConfigError(f"train.seed must be < 2**32 (NumPy's limit), got {t.seed}")
+    if config.variant == "eagle1" and t.feature_weight + t.token_weight == 0:
+        raise ConfigError("train.feature_weight and train.token_weight are both 0: no loss")
+    heads, kv_heads = h.num_attention_heads, h.num_key_value_heads
+    if heads and kv_heads and heads % kv_heads:
+        raise ConfigError(
+            f"head.num_attention_heads ({heads}) must be a multiple of head.num_key_value_heads "
+            f"({kv_heads})"
+        )
 
 
 # -- loading ------------------------------------------------------------------------------------
