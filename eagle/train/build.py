@@ -91,6 +91,9 @@ def make_head(
         d2t, t2d = draft_vocab(vocab, head_config.draft_vocab, vocab_size)
         head.d2t.copy_(d2t)
         head.t2d.copy_(t2d)
+    if config.variant == "eagle3" and config.head.lm_head_init == "target":
+        rows = torch.arange(head.d2t.shape[0]) + head.d2t if head.reduced_vocab else slice(None)
+        head.lm_head.weight.data.copy_(parts.lm_head.weight.data[rows])
     return head
 
 

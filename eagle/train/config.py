@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = ("eagle1", "eagle3")
 SCHEDULES = ("constant", "linear", "cosine")
+LM_HEAD_INITS = ("random", "target")
 _HEAD_ROPE_TYPES = ("default", "linear", "llama3")  # what draft_head.Rotary implements
 
 
@@ -126,6 +127,10 @@ def _validate(config: TrainConfig) -> None:
     checks = [
         (config.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {config.variant!r}"),
         (t.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}"),
+        (
+            config.head.lm_head_init in LM_HEAD_INITS,
+            f"head.lm_head_init must be one of {LM_HEAD_INITS}, got {config.head.lm_head_init!r}",
+        ),
         (t.lr > 0, "train.lr must be > 0"),
         (t.epochs >= 1, "train.epochs must be >= 1"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
