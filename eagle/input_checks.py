@@ -6,7 +6,8 @@ value as ``int`` or ``float`` or raises ``ValueError`` naming the input and its 
 NaN, infinities, ``bool``, ``None`` and strings never pass. ``check_flags`` applies a table of
 bounds to parsed flags and exits through ``parser.error`` (status 2), so that every command line
 checks its flags before it loads a model. ``check_top_k_fits`` compares the tree branching with
-the draft vocabulary a local head folder declares, also before anything is loaded.
+the draft vocabulary a local head folder declares, and ``check_device`` the device with the
+machine, also before anything is loaded.
 """
 
 from __future__ import annotations
@@ -32,26 +33,36 @@ class Bound:
     low_open: bool = False
     special: tuple[int, ...] = ()
 
+    def limits(self) -> str:
+        """The allowed values as a range, e.g. ``-1 or >= 1`` or ``in [0, 1]``."""
+        return self._specials() + self._range()
+
     def describe(self) -> str:
-        """The allowed values in words, e.g. ``-1 or an integer >= 1``."""
+        """The allowed values with their kind, e.g. ``-1 or an integer >= 1``."""
         kind = "an integer" if self.integer else "a finite number"
+        return self._specials() + f"{kind} {self._range()}".rstrip()
+
+    def _specials(self) -> str:
+        return "".join(f"{v} or " for v in self.special)
+
+    def _range(self) -> str:
         if self.low is not None and self.high is not None:
             left = "(" if self.low_open else "["
-            limits = f" in {left}{_shown(self.low)}, {_shown(self.high)}]"
-        elif self.low is not None:
-            limits = f" {'>' if self.low_open else '>='} {_shown(self.low)}"
-        elif self.high is not None:
-            limits = f" <= {_shown(self.high)}"
-        else:
-            limits = ""
-        return "".join(f"{v} or " for v in self.special) + kind + limits
+            return f"in {left}{_shown(self.low)}, {_shown(self.high)}]"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_shown(self.low)}"
+        return "" if self.high is None else f"<= {_shown(self.high)}"
 
     def check(self, name: str, value: object) -> int | float:
-        """``value`` as a number when it is allowed; else ValueError naming ``name``."""
+        """``value`` as a number when it is allowed; else ValueError naming ``name``: a value
+        of the wrong kind (NaN, a string, ...) is told the whole description, a number out of
+        range only the range."""
         number = _as_number(value, self.integer)
-        if number is not None and (number in self.special or self._inside(number)):
-            return number
-        raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+        if number is None:
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+        if number not in self.special and not self._inside(number):
+            raise ValueError(f"{name} must be {self.limits()}, got {value!r}")
+        return number
 
     def _inside(self, number: int | float) -> bool:
         if self.low is not None and (number <= self.low if self.low_open else number < self.low):
@@ -112,6 +123,25 @@ def check_top_k_fits(top_k: int | None, head: str | Path | None) -> None:
             f"--top-k {top_k} (or the head's tree.json) exceeds the draft vocabulary of "
             f"{Path(head) / 'config.json'} ({size} tokens): use --top-k in 1..{size}"
         )
+
+
+def check_device(device: str, also: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming --device unless it is cpu, cuda or cuda:N present on this machine
+    (or one of ``also``, e.g. "auto")."""
+    import torch  # here: importing this module stays light
+
+    if device in also:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        allowed = ", ".join(("cpu", "cuda", "cuda:N", *also))
+        raise ValueError(f"--device must be one of {allowed}, got {device!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= count:
+        raise ValueError(f"--device {device}: this machine has {count} CUDA device(s)")
 
 
 def _as_number(value: object, integer: bool) -> int | float | None:

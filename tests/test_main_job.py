@@ -38,20 +38,20 @@ def test_no_shipped_head_for_other_targets():
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["--repeats", "0"], "--repeats must be an integer >= 1, got 0"),  # was UnboundLocalError
-        (["--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1, got 0"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),  # was UnboundLocalError
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
         (["--max-new-tokens", "-5"], "--max-new-tokens"),
         (["--max-new-tokens", "1e3"], "argument --max-new-tokens: invalid int value"),
         (["--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
         (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
-        (["--temperature", "-0.5"], "--temperature"),
+        (["--temperature", "-0.5"], "--temperature must be >= 0, got -0.5"),
         (["--temperature", "warm"], "argument --temperature: invalid float value"),
-        (["--total-token", "0"], "--total-token must be -1 or an integer >= 1, got 0"),
-        (["--depth", "0"], "--depth must be an integer >= 1"),
-        (["--top-k", "-3"], "--top-k must be an integer >= 1"),
+        (["--total-token", "0"], "--total-token must be -1 or >= 1, got 0"),
+        (["--depth", "0"], "--depth must be >= 1"),
+        (["--top-k", "-3"], "--top-k must be >= 1"),
         (["--top-k", "9000"], "--top-k 9000 (or the head's tree.json) exceeds the draft vocab"),
-        (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
-        (["--device", "meta"], "--device must be cpu, cuda or cuda:N"),
+        (["--device", "tpu"], "--device must be one of cpu, cuda, cuda:N, got 'tpu'"),
+        (["--device", "meta"], "--device must be one of cpu, cuda, cuda:N"),
         (["--dtype", "int8"], "argument --dtype: invalid choice"),
         (["--base-model-path", "meta-llama/Llama-3.1-8B"], "--ea-model-path"),
     ],

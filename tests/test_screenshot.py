@@ -52,6 +52,7 @@ def test_a_missing_browser_names_the_packages(monkeypatch) -> None:
         (["--width", "0"], "--width must be > 0, got 0"),
         (["--timeout", "-1"], "--timeout must be > 0, got -1.0"),
         (["--depth", "0"], "--depth must be >= 1, got 0"),
+        (["--timeout", "nan"], "--timeout must be a finite number > 0, got nan"),
     ],
 )
 def test_bad_flags_exit_before_loading(argv, message, capsys) -> None:

@@ -228,6 +228,112 @@ def test_build_demo_handlers_chat_regenerate_and_clear(chat_model):
     assert handlers["clear"](turns, stop) == ([], "") and turns == [] and stop.is_set()
 
 
+# -- server-side checks: bad inputs never leave the conversation inconsistent --------------------
+
+NAN, INF = float("nan"), float("inf")
+GOOD = (True, 0.0, 0.0, 8)  # EAGLE, temperature, top-p, max new tokens (the page's order)
+BAD_SETTINGS = [
+    *((0, value, "EAGLE") for value in (None, "yes", 1)),
+    *((1, v, "Temperature") for v in (NAN, INF, -INF, -0.5, 2.5, 1e308, None, "0.5", "hot")),
+    *((2, value, "Top-p") for value in (NAN, INF, -0.1, 5, None, "0.9")),
+    *((3, v, "Max new tokens") for v in (NAN, INF, -INF, 0, -3, 10**9, 30.5, None, "30")),
+]
+
+
+@pytest.fixture(scope="module")
+def page(chat_model):
+    return _handlers(webui.build_demo(chat_model))
+
+
+def _settings(position: int, value) -> list:
+    settings = list(GOOD)
+    settings[position] = value
+    return settings
+
+
+def _answer(page, turns, settings, outputs: list | None = None) -> list:
+    """Run the answer handler to its end, collecting its outputs in ``outputs`` (also when it
+    raises) and returning them."""
+    use_eagle, temperature, top_p, max_new = settings
+    outputs = [] if outputs is None else outputs
+    for output in page["answer"](turns, use_eagle, True, temperature, top_p, max_new, StopFlag()):
+        outputs.append(output)
+    return outputs
+
+
+@pytest.mark.parametrize(("position", "value", "field"), BAD_SETTINGS)
+def test_bad_settings_take_no_message_and_regenerate_nothing(page, position, value, field):
+    import gradio as gr
+
+    turns = [Turn("hi", "hello")]
+    with pytest.raises(gr.Error, match=f"{field} must be"):
+        page["take"](MESSAGE, turns, True, *_settings(position, value))
+    with pytest.raises(gr.Error, match=f"{field} must be"):
+        page["regenerate"](turns, True, StopFlag(), *_settings(position, value))
+    assert len(turns) == 1 and (turns[0].user, turns[0].answer) == ("hi", "hello")
+
+
+@pytest.mark.parametrize(("position", "value", "field"), BAD_SETTINGS)
+def test_bad_settings_reaching_the_answer_remove_its_turn(page, position, value, field):
+    import gradio as gr
+
+    first = Turn("hi", "hello")
+    turns = [first, Turn(MESSAGE, answer=None)]  # taken by a raw request that skipped take
+    outputs = []
+    with pytest.raises(gr.Error, match=f"{field} must be .*send it again"):
+        _answer(page, turns, _settings(position, value), outputs)
+    assert turns == [first] and first.answer == "hello"
+    assert outputs == [(webui.chat_messages(turns, True), "")]  # the page shows the state
+
+
+def test_nan_max_new_tokens_no_longer_shifts_later_answers(page):
+    """The original failure: the turn stayed pending and every later answer landed on it."""
+    import gradio as gr
+
+    turns: list[Turn] = []
+    page["take"](MESSAGE, turns, True)  # the page's own take, then a raw answer request
+    with pytest.raises(gr.Error, match="Max new tokens must be an integer in \\[1, 2048\\]"):
+        _answer(page, turns, _settings(3, NAN))
+    assert turns == []
+    for message in ("w13 w14", "w15 w16"):
+        page["take"](message, turns, True, *GOOD)
+        *_, (messages, figures) = _answer(page, turns, GOOD)
+        assert messages[-2] == {"role": "user", "content": message}
+        assert messages[-1]["role"] == "assistant" and "tokens per target step" in figures
+    assert [t.user for t in turns] == ["w13 w14", "w15 w16"]
+    assert all(t.answer for t in turns)
+
+
+def test_a_model_error_mid_answer_removes_the_turn(page, chat_model, monkeypatch):
+    import gradio as gr
+
+    original = chat_model.generate_steps
+
+    def failing(*args, **kwargs):
+        steps = original(*args, **kwargs)
+        yield next(steps)
+        raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+
+    monkeypatch.setattr(chat_model, "generate_steps", failing)
+    turns = [Turn("hi", "hello"), Turn(MESSAGE, answer=None)]
+    outputs = []
+    with pytest.raises(gr.Error, match="the answer failed \\(RuntimeError: probability"):
+        _answer(page, turns, GOOD, outputs)
+    assert [t.user for t in turns] == ["hi"]
+    assert len(outputs) == 2 and outputs[-1] == (webui.chat_messages(turns, True), "")
+    assert all(t.answer is not None for t in turns)
+
+
+@pytest.mark.parametrize("message", [None, 3, ["w10"]])
+def test_a_message_that_is_not_text_is_refused(page, message):
+    import gradio as gr
+
+    turns = [Turn("hi", "hello")]
+    with pytest.raises(gr.Error, match="the message must be text"):
+        page["take"](message, turns, True, *GOOD)
+    assert len(turns) == 1
+
+
 def test_build_demo_needs_a_chat_template(tmp_path, chat_model):
     from helpers import byte_tokenizer
 
@@ -263,7 +369,10 @@ def test_flags_defaults_and_variant_switches():
         (["--top-k", "-1"], "--top-k"),
         (["--total-token", "0"], "--total-token"),
         (["--max-new-token", "0"], "--max-new-token"),
-        (["--port", "70000"], "--port"),
+        (["--port", "70000"], "--port must be in [1, 65535], got 70000"),
+        (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+        (["--total-token", "-2"], "--total-token must be -1 or >= 1"),
+        (["--device", "tpu"], "--device must be one of cpu, cuda, cuda:N, auto, got 'tpu'"),
         (["--dtype", "int8"], "float32"),
         (["--use-eagle3", "--no-eagle3"], "not allowed"),
     ],

@@ -10,6 +10,10 @@ cut into ``Segment``s marked drafted (proposed by the head and accepted by the t
 Text is decoded from all answer ids at every step rather than token by token, so multi-byte
 characters and tokenizers that merge pieces come out right; a trailing incomplete character
 (U+FFFD) is held back until the next step completes it.
+
+``checked_settings`` turns the page's raw inputs into ``Settings`` on the server, whatever a
+request sends: a boolean EAGLE switch, finite numbers within the sliders' ranges, an integer
+token budget; anything else is a ``SettingsError`` naming the field.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from dataclasses import dataclass, field
 
 from eagle.evaluation.chat import ChatFormatter
 from eagle.evaluation.metrics import common_prefix
+from eagle.input_checks import PROBABILITY, Bound
 
 HIGHLIGHT_CLASS = "eagle-drafted"
 _INCOMPLETE = "\ufffd"
+TEMPERATURE = Bound(0.0, 2.0)  # the page's slider range; 0 = greedy
+MAX_NEW_TOKENS_FLOOR = 2048  # the max-new-tokens slider reaches at least this
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,33 @@ class Settings:
     temperature: float = 0.0  # <= 1e-5 is greedy
     top_p: float = 0.0  # 0 or 1 = off
     max_new_tokens: int = 256
+
+
+class SettingsError(ValueError):
+    """A setting of the page (sent by the browser or a raw request) is outside its range."""
+
+
+def max_new_tokens_limit(initial: int) -> int:
+    """The top of the max-new-tokens slider for a page opened with ``initial``."""
+    return max(MAX_NEW_TOKENS_FLOOR, initial)
+
+
+def checked_settings(
+    use_draft: object, temperature: object, top_p: object, max_new_tokens: object, limit: int
+) -> Settings:
+    """The page's raw inputs as ``Settings``, checked on the server: a raw request can send
+    anything (NaN passes the sliders' own bounds). Raises ``SettingsError`` naming the field."""
+    if not isinstance(use_draft, bool):
+        raise SettingsError(f"EAGLE must be true or false, got {use_draft!r}")
+    try:
+        return Settings(
+            use_draft,
+            float(TEMPERATURE.check("Temperature", temperature)),
+            float(PROBABILITY.check("Top-p", top_p)),
+            int(Bound(1, limit, integer=True).check("Max new tokens", max_new_tokens)),
+        )
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
 
 
 @dataclass(frozen=True)

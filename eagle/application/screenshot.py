@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eagle.input_checks import Bound, check_flags
+
 T = TypeVar("T")
 
 DEFAULT_MESSAGE = "Explain how a rainbow forms, step by step."
@@ -110,9 +112,8 @@ def main(argv: list[str] | None = None) -> Path:
     )
     args = parser.parse_args(argv)
     webui.check_ranges(parser, args)
-    for flag in ("width", "height", "timeout"):
-        if getattr(args, flag) <= 0:
-            parser.error(f"--{flag} must be > 0, got {getattr(args, flag)}")
+    pixels, seconds = Bound(0, integer=True, low_open=True), Bound(0, low_open=True)
+    check_flags(parser, args, {"--width": pixels, "--height": pixels, "--timeout": seconds})
     model = webui.load_model(args)
     try:
         demo = webui.build_demo(

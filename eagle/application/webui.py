@@ -11,10 +11,12 @@ a tiny random one); ``main(argv)`` parses the flags, loads the model and serves 
 Conversation state is one list of ``Turn`` per browser session (a ``gr.State``), changed in
 place: a new message appends a pending turn (answer ``None``), and the answer event fills the
 first pending turn step by step. Regenerate replaces the last turn by a pending copy and Clear
-empties the list; an answer whose turn is gone stops. Answers run one at a time across
-sessions (one model); Stop, Clear, Regenerate's reset and the highlight switch run at once,
-outside the queue. Gradio is imported only when a page is built, so importing this module
-loads nothing.
+empties the list; an answer whose turn is gone stops. Every input is checked on the server
+(``chat.checked_settings``): bad settings take no message and regenerate nothing, and an answer
+that fails for any reason removes its turn, so no turn is left pending for a later answer to
+land on. Answers run one at a time across sessions (one model); Stop, Clear, Regenerate's
+reset and the highlight switch run at once, outside the queue. Gradio is imported only when a
+page is built, so importing this module loads nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 from eagle.application.chat import (
     HIGHLIGHT_CLASS,
-    Settings,
+    TEMPERATURE,
+    SettingsError,
     StopFlag,
     Turn,
+    checked_settings,
+    max_new_tokens_limit,
     render_answer,
     stream_answer,
+)
+from eagle.input_checks import (
+    POSITIVE_INT,
+    TREE_FLAGS,
+    Bound,
+    check_device,
+    check_flags,
+    check_top_k_fits,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +59,11 @@ LEGEND = (
     "target's own token of each step."
 )
 GENERATE_QUEUE = "eagle-generate"  # one model: answers run one at a time across sessions
+FLAG_BOUNDS = {
+    **TREE_FLAGS,
+    "--max-new-token": POSITIVE_INT,
+    "--port": Bound(1, 65535, integer=True),
+}
 
 
 def chat_messages(turns: list[Turn], highlight: bool) -> list[dict[str, str]]:
@@ -80,21 +98,23 @@ def build_demo(
     formatter = ChatFormatter(tokenizer or model.tokenizer, template)
     if max_length is None:
         max_length = getattr(model.base_model.config, "max_position_embeddings", None) or 2048
-    chat = ChatHandlers(model, formatter, max_length)
+    chat = ChatHandlers(model, formatter, max_length, max_new_tokens_limit(max_new_tokens))
     with gr.Blocks(title=title) as demo:
         ui = _layout(gr, f"## {title}\n{describe_model(model)}", max_new_tokens)
+        settings = [ui.use_eagle, ui.temperature, ui.top_p, ui.max_new]
         answer_inputs = [ui.turns, ui.use_eagle, ui.highlight, ui.temperature, ui.top_p]
         answer_inputs += [ui.max_new, ui.stop_flag]
         answer_outputs = [ui.chatbot, ui.figures]
         generate = dict(concurrency_id=GENERATE_QUEUE, concurrency_limit=1)
         for trigger in (ui.message.submit, ui.send.click):
             trigger(
-                chat.take, [ui.message, ui.turns, ui.highlight], [ui.message, ui.chatbot],
-                queue=False,
+                chat.take, [ui.message, ui.turns, ui.highlight, *settings],
+                [ui.message, ui.chatbot], queue=False,
             ).then(chat.answer, answer_inputs, answer_outputs, **generate)  # fmt: skip
         ui.regenerate.click(
-            chat.regenerate, [ui.turns, ui.highlight, ui.stop_flag], [ui.chatbot], queue=False
-        ).then(chat.answer, answer_inputs, answer_outputs, **generate)
+            chat.regenerate, [ui.turns, ui.highlight, ui.stop_flag, *settings], [ui.chatbot],
+            queue=False,
+        ).then(chat.answer, answer_inputs, answer_outputs, **generate)  # fmt: skip
         ui.stop.click(StopFlag.set, [ui.stop_flag], None, queue=False)
         for trigger in (ui.clear.click, ui.chatbot.clear):  # the Clear button, the chat's bin
             trigger(chat.clear, [ui.turns, ui.stop_flag], answer_outputs, queue=False)
@@ -103,19 +123,34 @@ def build_demo(
 
 
 class ChatHandlers:
-    """The page's event handlers; the conversation (a list of Turn) is changed in place."""
+    """The page's event handlers; the conversation (a list of Turn) is changed in place.
 
-    def __init__(self, model, formatter, max_length: int) -> None:
+    Every input is checked on the server (a raw request can send anything): a message with bad
+    settings is not taken, and an answer that fails for any reason removes its turn, so no turn
+    is ever left pending and later answers land on their own messages.
+    """
+
+    def __init__(self, model, formatter, max_length: int, max_new_limit: int = 2048) -> None:
         self.model, self.formatter, self.max_length = model, formatter, max_length
+        self.max_new_limit = max_new_limit
 
-    @staticmethod
-    def take(message: str, turns: list[Turn], highlight: bool):
+    def take(self, message: str, turns: list[Turn], highlight: bool, *settings: object):
+        """Append ``message`` as a pending turn; ``settings`` (EAGLE, temperature, top-p, max
+        new tokens, as the page sends them) are checked first, and bad ones take nothing."""
+        import gradio as gr
+
+        if not isinstance(message, str):
+            raise gr.Error(f"the message must be text, got {type(message).__name__}")
+        self._check(settings)
         if message.strip():
             turns.append(Turn(message.strip(), answer=None))
         return "", chat_messages(turns, highlight)
 
     def answer(self, turns, use_eagle, highlight, temperature, top_p, max_new, stop_flag):
-        """Answer the first pending turn, yielding (chat messages, figures) after each step."""
+        """Answer the first pending turn, yielding (chat messages, figures) after each step.
+
+        On any error the turn is removed and the conversation shown again before the error.
+        """
         import gradio as gr
 
         pending = [i for i, t in enumerate(turns) if t.answer is None]
@@ -123,12 +158,12 @@ class ChatHandlers:
             yield chat_messages(turns, highlight), gr.skip()
             return
         turn = turns[pending[0]]
-        settings = Settings(bool(use_eagle), float(temperature), float(top_p), int(max_new))
-        updates = stream_answer(
-            self.model, self.formatter, turns[: pending[0] + 1], settings, self.max_length,
-            stop_flag,
-        )  # fmt: skip
         try:
+            settings = checked_settings(use_eagle, temperature, top_p, max_new, self.max_new_limit)
+            updates = stream_answer(
+                self.model, self.formatter, turns[: pending[0] + 1], settings, self.max_length,
+                stop_flag,
+            )  # fmt: skip
             for update in updates:
                 turn.answer, turn.segments = update.text, list(update.segments)
                 if turn not in turns:  # Clear or Regenerate replaced it: show what is there now
@@ -136,16 +171,19 @@ class ChatHandlers:
                     return
                 figures = update.figures.describe() + (" · stopped" if update.stopped else "")
                 yield chat_messages(turns, highlight), figures
-        except ValueError as error:  # the prompt does not fit, or a setting is out of range
-            turns.remove(turn)
-            raise gr.Error(f"{error} (press Clear to start a new conversation)") from error
+        except Exception as error:
+            if turn in turns:
+                turns.remove(turn)
+            yield chat_messages(turns, highlight), ""
+            raise gr.Error(failure_message(error)) from error
         finally:
             if turn.answer is None:  # ended before any step: never leave the turn pending
                 turn.answer = ""
 
-    @staticmethod
-    def regenerate(turns: list[Turn], highlight: bool, stop_flag: StopFlag):
-        """Ask the last message again; an answer still streaming for it is stopped first."""
+    def regenerate(self, turns: list[Turn], highlight: bool, stop_flag: StopFlag, *settings):
+        """Ask the last message again; an answer still streaming for it is stopped first.
+        ``settings`` as in ``take``: bad ones leave the conversation as it is."""
+        self._check(settings)
         if turns:
             stop_flag.set()  # the next answer clears it
             turns[-1] = Turn(turns[-1].user, answer=None)
@@ -156,6 +194,26 @@ class ChatHandlers:
         stop_flag.set()
         turns.clear()
         return [], ""
+
+    def _check(self, settings: tuple[object, ...]) -> None:
+        """Raise gr.Error naming the first bad setting (none given: nothing to check)."""
+        import gradio as gr
+
+        if not settings:
+            return
+        try:
+            checked_settings(*settings, limit=self.max_new_limit)
+        except SettingsError as error:
+            raise gr.Error(str(error)) from error
+
+
+def failure_message(error: Exception) -> str:
+    """What the page says when an answer fails; its message has been removed by then."""
+    if isinstance(error, SettingsError):
+        return f"{error}; the message was removed, send it again"
+    if isinstance(error, ValueError):  # the prompt does not fit
+        return f"{error} (press Clear to start a new conversation)"
+    return f"the answer failed ({type(error).__name__}: {error}); the message was removed"
 
 
 def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
@@ -186,11 +244,14 @@ def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
             ui.highlight = gr.Checkbox(
                 True, label="Highlight drafted tokens", info=LEGEND, elem_id="eagle-highlight"
             )
-            ui.temperature = gr.Slider(0.0, 2.0, 0.0, step=0.05, label="Temperature (0 = greedy)")
+            ui.temperature = gr.Slider(
+                TEMPERATURE.low, TEMPERATURE.high, 0.0, step=0.05, label="Temperature (0 = greedy)"
+            )
             ui.top_p = gr.Slider(0.0, 1.0, 0.0, step=0.01, label="Top-p (0 = off)")
             ui.max_new = gr.Slider(
-                1, max(2048, max_new_tokens), max_new_tokens, step=1, label="Max new tokens"
-            )
+                1, max_new_tokens_limit(max_new_tokens), max_new_tokens, step=1,
+                label="Max new tokens",
+            )  # fmt: skip
     return ui
 
 
@@ -274,14 +335,12 @@ def build_parser(
 
 def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit through ``parser`` naming the first web UI flag out of its range."""
-    if args.total_token is not None and args.total_token != -1 and args.total_token < 1:
-        parser.error(f"--total-token must be -1 (measure) or >= 1, got {args.total_token}")
-    for flag in ("depth", "top_k", "max_new_token"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if not 1 <= args.port <= 65535:
-        parser.error(f"--port must be in 1..65535, got {args.port}")
+    check_flags(parser, args, FLAG_BOUNDS)
+    if args.device is not None:
+        try:
+            check_device(args.device, also=("auto",))
+        except ValueError as error:
+            parser.error(str(error))
 
 
 def load_model(args: argparse.Namespace):
@@ -300,6 +359,10 @@ def load_model(args: argparse.Namespace):
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"webui: --ea-model-path is needed: {error}") from error
+    try:
+        check_top_k_fits(settings.get("top_k"), head_path)
+    except ValueError as error:
+        raise SystemExit(f"webui: {error}") from error
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     _say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}, {device})")
     try:
