@@ -185,11 +185,18 @@ def test_deepspeed_two_processes_through_accelerate(workspace):
 
 
 @pytest.mark.slow
-def test_deepspeed_flag_single_process_and_resume(workspace):
+def test_deepspeed_flag_single_process_without_resumable_states(workspace):
+    """DeepSpeed's own states are pickle files: none are written, and --resume is refused."""
     ds_config = str(ROOT / "eagle" / "train" / "configs" / "ds_config.json")
     plain = [sys.executable]
     extra = ["--deepspeed", ds_config, "--mixed-precision", "bf16"]
     output = _launch(workspace, plain, [*extra, "--max-steps", "3"], "ckpt-ds1", "eagle1")
     assert "1 process(es) (DEEPSPEED, mixed precision bf16)" in output
-    output = _launch(workspace, plain, [*extra, "--resume"], "ckpt-ds1", "eagle1")
-    assert "resumed from" in output and "starting at step 3" in output
+    assert "no resumable training states are written" in output
+    assert not list((workspace / "ckpt-ds1").glob("state-*"))
+    config = _config(workspace, "launch-ckpt-ds1", "eagle1", epochs=2, unroll_steps=2)
+    command = [*plain, "-m", "eagle.train.main", *_args(workspace, config, "ckpt-ds1"), *extra]
+    done = subprocess.run(
+        [*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1 and "--resume is not available under DEEPSPEED" in done.stderr

@@ -3,6 +3,7 @@
 Modules: ``config`` (typed, strict JSON configs), ``data`` (reading ``eagle.ge_data`` features,
 split, batches), ``loss`` (the unrolled loss, its slow reference, the wrapped module),
 ``build`` (target parts, head, optimizer, schedule), ``trainer`` (the loop, evaluation,
-checkpoints, export) and ``main`` (the ``python -m eagle.train.main`` / ``accelerate launch``
+checkpoints, export), ``state`` (resumable training states in safetensors and JSON, never
+pickle) and ``main`` (the ``python -m eagle.train.main`` / ``accelerate launch``
 entry point). Example configs and a DeepSpeed config live in ``eagle/train/configs``.
 """

@@ -10,9 +10,11 @@ accelerate's own DeepSpeed settings). CPU smoke run on the built-in SmolLM2 targ
     python -m eagle.train.main --basepath smollm2-135m-instruct --tmpdir DATA --cpdir /tmp/ckpt \\
         --configpath eagle/train/configs/smollm2_eagle1.json --max-steps 20
 
-Outputs in ``--cpdir``: ``state-<step>/`` (resumable with ``--resume``), ``metrics.jsonl``
-(one line per epoch) and ``head/``, the head in the published format for
-``EaModel.from_pretrained(TARGET, CKPT/head)``. ``--init-head HEAD`` fine-tunes a trained head
+Outputs in ``--cpdir``: ``state-<step>/`` (resumable with ``--resume``; safetensors and JSON,
+see ``eagle.train.state``), ``metrics.jsonl`` (one line per epoch) and ``head/``, the head in the
+published format for ``EaModel.from_pretrained(TARGET, CKPT/head)``. A fresh run needs an empty
+(or new) ``--cpdir``; ``--overwrite`` replaces an earlier run's outputs, ``--resume`` continues
+it from its newest complete state. ``--init-head HEAD`` fine-tunes a trained head
 (e.g. the shipped one on more data) instead of starting from random weights.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,17 @@ from accelerate.utils import (
 
 from eagle.model.target import DTYPES as _DTYPES
 from eagle.train.build import init_from_head, load_target, make_head
-from eagle.train.config import SCHEDULES, TrainConfig, load_config, with_overrides
+from eagle.train.config import (
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    with_overrides,
+)
 from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
 from eagle.train.loss import HeadObjective, LossSpec
-from eagle.train.trainer import Trainer, checkpoints
+from eagle.train.state import CheckpointError, prepare_cpdir
+from eagle.train.trainer import NonFiniteError, Trainer, check_resumable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,7 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--resume", nargs="?", const="", default=None,
-        help="resume from a state folder, or (no value) from the newest one in --cpdir",
+        help="resume from a state folder, or (no value) from the newest complete one in --cpdir",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="start afresh in a used --cpdir: delete its state-*/, head/ and metrics.jsonl first",
     )  # fmt: skip
     p.add_argument(
         "--deepspeed", "--deepspeed_config", dest="deepspeed",
@@ -92,23 +106,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dtype of the target's embedding and lm_head (target distribution)",
     )  # fmt: skip
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed` launcher
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.overwrite and args.resume is not None:
+        p.error("--overwrite and --resume contradict each other; pass one of them")
+    return args
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    return with_overrides(
-        load_config(args.configpath),
-        lr=args.lr,
-        batch_size=args.bs,
-        batch_tokens=args.batch_tokens,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        val_fraction=args.val_fraction,
-    )
+    """The config file with the command-line overrides; a bad value names its flag too."""
+    flags = {  # train field -> the flag that overrides it
+        "lr": "--lr", "batch_size": "--bs", "batch_tokens": "--batch-tokens",
+        "gradient_accumulation_steps": "--gradient-accumulation-steps", "epochs": "--epochs",
+        "max_steps": "--max-steps", "seed": "--seed", "schedule": "--schedule",
+        "warmup_steps": "--warmup-steps", "val_fraction": "--val-fraction",
+    }  # fmt: skip
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
+    try:
+        return with_overrides(load_config(args.configpath), **given)
+    except ConfigError as err:
+        named = [
+            f"{flags[key]} {value}"
+            for key, value in given.items()
+            if value is not None and re.search(rf"\btrain\.{key}\b", str(err))
+        ]
+        if not named:
+            raise
+        raise ConfigError(f"{err} (given as {', '.join(named)})") from err
 
 
 def make_accelerator(args: argparse.Namespace, config: TrainConfig) -> Accelerator:
@@ -203,18 +226,30 @@ def build_trainer(
     return Trainer(accelerator, objective, dataset, config, Path(args.cpdir), val_dataset)
 
 
+def prepare_output(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    """Refuse a used --cpdir for a fresh run (unless --overwrite) or an unsupported --resume.
+
+    Runs before the target and the data are loaded; with --overwrite one process deletes.
+    """
+    if args.resume is not None:
+        check_resumable(accelerator)
+        return
+    cpdir = Path(args.cpdir)
+    if accelerator.is_main_process or not args.overwrite:
+        removed = prepare_cpdir(cpdir, args.overwrite)
+        if removed:
+            accelerator.print(f"--overwrite: removed {', '.join(removed)} from {cpdir}")
+    accelerator.wait_for_everyone()
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     args = parse_args(argv)
     config = resolve_config(args)
     accelerator = make_accelerator(args, config)
+    prepare_output(args, accelerator)
     trainer = build_trainer(args, config, accelerator)
     if args.resume is not None:
         trainer.resume(args.resume or None)
-    elif checkpoints(trainer.cpdir):
-        accelerator.print(
-            f"warning: {trainer.cpdir} holds checkpoints of an earlier run; this run starts "
-            "afresh and prunes them as it saves (pass --resume to continue that run instead)"
-        )
     head_dir = trainer.fit()
     if head_dir is not None:
         accelerator.print(f"head written to {head_dir}")
@@ -222,5 +257,13 @@ def main(argv: list[str] | None = None) -> Path | None:
     return head_dir
 
 
+def cli() -> None:
+    """``python -m eagle.train.main``: errors of the inputs end the run with a one-line message."""
+    try:
+        main()
+    except (ConfigError, CheckpointError, NonFiniteError, FileExistsError) as err:
+        raise SystemExit(f"eagle.train.main: error: {err}") from err
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -9,11 +9,16 @@ Design choices:
   dataloader wrapper: the plan depends only on the seed, the epoch and the process count, so a
   resumed run skips exactly the batches it had done.
 - The LR scheduler counts optimizer steps; it is stepped by this loop when gradients were
-  synchronised and saved through ``register_for_checkpointing`` together with ``Progress``.
-- Checkpoints (``accelerator.save_state``: model, optimizer, RNG states, scheduler, progress)
-  are written as ``CPDIR/state-<step>`` at the end of each epoch and every ``save_every``
-  optimizer steps; the newest ``keep_checkpoints`` are kept. Each epoch also (re)writes the
-  head in the published format to ``CPDIR/head`` with ``eagle.model.checkpoint.save_head``.
+  synchronised.
+- Training states (``eagle.train.state``: model, optimizer, scheduler, progress and RNG states
+  in safetensors and JSON, never pickle, ``COMPLETE`` written last) are written as
+  ``CPDIR/state-<step>`` at the end of each epoch and every ``save_every`` optimizer steps; the
+  newest ``keep_checkpoints`` complete states of this run are kept. Each epoch also (re)writes
+  the head in the published format to ``CPDIR/head`` with ``eagle.model.checkpoint.save_head``.
+  Under DeepSpeed (or FSDP) no training states are written and ``--resume`` is refused: their
+  states are the backend's own pickle files.
+- A non-finite training loss stops the run with ``NonFiniteError`` (checked once per optimizer
+  step, across processes), and weights that are not finite are never saved or exported.
 - Evaluation runs the unwrapped module (no DDP collectives per batch), each process on its
   share of the validation batches, and sums the counters across processes once. It uses the
   held-out split of the training data, or every sample of a separate validation data set
@@ -23,8 +28,8 @@ Design choices:
 from __future__ import annotations
 
 import json
-import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -43,10 +48,26 @@ from eagle.train.build import make_optimizer, make_scheduler
 from eagle.train.config import TrainConfig
 from eagle.train.data import FeatureDataset, collate, plan_batches, shard_batches, split_samples
 from eagle.train.loss import HeadObjective, LossSpec
+from eagle.train.state import (
+    HEAD_DIR,
+    METRICS_FILE,
+    CheckpointError,
+    Processes,
+    StateParts,
+    choose_state,
+    is_complete,
+    prune_states,
+    read_state,
+    state_dirs,
+    state_name,
+    write_state,
+)
 
-STATE_PREFIX = "state-"
-HEAD_DIR = "head"
-METRICS_FILE = "metrics.jsonl"
+_NO_STATES = (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MEGATRON_LM)
+
+
+class NonFiniteError(RuntimeError):
+    """Training diverged: a loss or a weight is NaN or infinite."""
 
 
 @dataclass
@@ -126,13 +147,15 @@ class Trainer:
             self.train_ids = sorted(self.train_ids + self.val_ids)
             self.val_ids = list(range(len(val_dataset)))
         self.progress = Progress()
+        self.run_id = uuid.uuid4().hex  # recorded in each state; a resume continues the run
         optimizer = make_optimizer(objective.head, config)
         self.scheduler = make_scheduler(optimizer, config, self.total_steps())
         self.model, self.optimizer = accelerator.prepare(objective, optimizer)
         # a bf16 engine (DeepSpeed) casts every float buffer; RoPE frequencies must stay fp32
         head = accelerator.unwrap_model(self.model).head
         head.rotary = Rotary(head.config).to(accelerator.device)
-        accelerator.register_for_checkpointing(self.scheduler, self.progress)
+        # micro-batches with a non-finite loss since the start, summed on the device (no sync)
+        self._nonfinite = torch.zeros((), device=accelerator.device)
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -221,6 +244,7 @@ class Trainer:
         batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
         with acc.accumulate(self.model):
             loss, sums = self.model(batch)
+            self._nonfinite = self._nonfinite + (~torch.isfinite(loss.detach())).float()
             acc.backward(loss)
             if acc.sync_gradients and acc.distributed_type != DistributedType.DEEPSPEED:
                 acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -229,10 +253,34 @@ class Trainer:
         meter.add(sums, int(batch["lengths"].sum()))
         self.progress.batches_done += 1
         if acc.sync_gradients:
+            self._check_loss()
             self.scheduler.step()
             self.progress.step += 1
             if t.save_every and self.progress.step % t.save_every == 0:
                 self.save_checkpoint()
+
+    def _check_loss(self) -> None:
+        """Stop if a micro-batch of any process had a non-finite loss (one sync per step)."""
+        if float(self.accelerator.reduce(self._nonfinite, reduction="sum")) == 0:
+            return
+        t = self.config.train
+        raise NonFiniteError(
+            f"the training loss is not finite (NaN or infinite) at optimizer step "
+            f"{self.progress.step + 1}, epoch {self.progress.epoch + 1}; stopped without saving "
+            f"a state or exporting the head. Lower train.lr (--lr, now {t.lr:g}) or "
+            f"train.grad_clip (now {t.grad_clip:g}), or check the data in --tmpdir"
+        )
+
+    def _check_weights(self, purpose: str) -> None:
+        """Refuse to write weights that are not finite."""
+        module = self.accelerator.unwrap_model(self.model)
+        bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise NonFiniteError(
+                f"the head's weights are not finite ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}) at step {self.progress.step}; not {purpose}. "
+                f"Lower train.lr (--lr, now {self.config.train.lr:g})"
+            )
 
     def _postfix(self, meter: Meter) -> dict[str, str]:
         elapsed = max(time.perf_counter() - meter.start, 1e-9)
@@ -301,43 +349,118 @@ class Trainer:
             f"({acc.distributed_type.value}, mixed precision {acc.mixed_precision}), "
             f"{self.total_steps()} optimizer steps, starting at step {self.progress.step}"
         )
+        if not self.states_supported:
+            acc.print(
+                f"note: {acc.distributed_type.value}: no resumable training states are written "
+                f"(the backend's are pickle files); the head is exported to {HEAD_DIR}/ each epoch"
+            )
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def save_checkpoint(self) -> Path:
-        path = self.cpdir / f"{STATE_PREFIX}{self.progress.step:08d}"
-        self.accelerator.save_state(str(path))
+    @property
+    def states_supported(self) -> bool:
+        """Whether this backend's training state can be written without pickle."""
+        return states_supported(self.accelerator)
+
+    def _state_parts(self) -> StateParts:
+        acc = self.accelerator
+        return StateParts(acc.unwrap_model(self.model), self.optimizer, self.scheduler, acc.scaler)
+
+    def _processes(self) -> Processes:
+        acc = self.accelerator
+        return Processes(acc.process_index, acc.num_processes, acc.wait_for_everyone, acc.device)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``CPDIR/state-<step>`` and prune this run's older states (None: not supported)."""
+        if not self.states_supported:
+            return None
+        self._check_weights("saving a training state")
+        path = self.cpdir / state_name(self.progress.step)
+        info = {
+            **self.progress.state_dict(),
+            "run_id": self.run_id,
+            "micro_step": self.accelerator.step,
+            "metrics_lines": self._metrics_lines(),
+            "config": self.config.to_dict(),
+        }
+        write_state(path, self._state_parts(), self._processes(), info)
         if self.accelerator.is_main_process:
-            info = {**self.progress.state_dict(), "config": self.config.to_dict()}
-            (path / "trainer_state.json").write_text(json.dumps(info, indent=1))
-            for old in checkpoints(self.cpdir)[: -self.config.train.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            prune_states(self.cpdir, self.run_id, self.config.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         return path
 
     def resume(self, path: str | Path | None = None) -> Path:
-        """Restore a checkpoint (the newest in --cpdir when ``path`` is None)."""
-        found = checkpoints(self.cpdir)
-        chosen = Path(path) if path else (found[-1] if found else None)
-        if chosen is None or not chosen.is_dir():
-            raise FileNotFoundError(f"no checkpoint to resume: {path or self.cpdir}")
-        self.accelerator.load_state(str(chosen))
-        self.accelerator.print(
+        """Restore a complete state (the newest complete one in --cpdir when ``path`` is None)."""
+        acc = self.accelerator
+        check_resumable(acc)
+        chosen, notes = choose_state(self.cpdir, Path(path) if path else None)
+        for note in notes:
+            acc.print(f"note: {note}")
+        record = read_state(chosen, self._state_parts(), self._processes())
+        progress, run_id, micro_step = _trainer_fields(record, chosen)
+        self.progress.load_state_dict(progress)
+        self.run_id, acc.step = run_id, micro_step
+        if acc.is_main_process and isinstance(record.get("metrics_lines"), int):
+            self._trim_metrics(record["metrics_lines"])
+        acc.print(
             f"resumed from {chosen}: epoch {self.progress.epoch + 1}, step {self.progress.step}"
         )
         return chosen
+
+    def _metrics_lines(self) -> int:
+        path = self.cpdir / METRICS_FILE
+        return len(path.read_text().splitlines()) if path.is_file() else 0
+
+    def _trim_metrics(self, count: int) -> None:
+        """Keep the first ``count`` metrics lines: later ones came after the resumed state."""
+        path = self.cpdir / METRICS_FILE
+        lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+        if len(lines) > count:
+            path.write_text("".join(lines[:count]))
+            self.accelerator.print(
+                f"note: dropped {len(lines) - count} line(s) of {path} written after the resumed "
+                "state; the resumed run writes them again"
+            )
 
     def export_head(self) -> Path | None:
         """Write the head in the published format to CPDIR/head (main process)."""
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
+        self._check_weights("exporting the head")
         head = self.accelerator.unwrap_model(self.model).head
         return save_head(head, self.cpdir / HEAD_DIR)
 
 
+def states_supported(accelerator: Accelerator) -> bool:
+    """Whether training states can be written and resumed without pickle on this backend."""
+    return accelerator.distributed_type not in _NO_STATES
+
+
+def check_resumable(accelerator: Accelerator) -> None:
+    """Refuse ``--resume`` on a backend whose states only exist as pickle files."""
+    if not states_supported(accelerator):
+        raise CheckpointError(
+            f"--resume is not available under {accelerator.distributed_type.value}: its training "
+            "states are the backend's own pickle files, which are never loaded (unpickling can "
+            "run code); start afresh (--overwrite), or train without DeepSpeed/FSDP"
+        )
+
+
 def checkpoints(cpdir: Path) -> list[Path]:
-    """Training-state folders in ``cpdir``, oldest first."""
-    if not cpdir.is_dir():
-        return []
-    return sorted(p for p in cpdir.iterdir() if p.is_dir() and p.name.startswith(STATE_PREFIX))
+    """Complete training states in ``cpdir`` (the ones ``--resume`` can use), oldest first."""
+    return [p for p in state_dirs(cpdir) if is_complete(p)]
+
+
+def _trainer_fields(record: dict[str, Any], path: Path) -> tuple[dict[str, int], str, int]:
+    """Progress, run id and accelerate's micro-step counter of a state's JSON record."""
+    names = ("epoch", "batches_done", "step", "micro_step")
+    values = {n: record.get(n) for n in names}
+    bad = [n for n, v in values.items() if type(v) is not int or v < 0]
+    if bad or not isinstance(record.get("run_id"), str):
+        raise CheckpointError(
+            f"{path}/trainer_state.json: {bad or ['run_id']} missing or not valid (expected "
+            "non-negative integers and a run id string)"
+        )
+    progress = {n: values[n] for n in names[:3]}
+    return progress, record["run_id"], values["micro_step"]
