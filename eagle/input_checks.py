@@ -7,7 +7,8 @@ NaN, infinities, ``bool``, ``None`` and strings never pass. ``check_flags`` appl
 bounds to parsed flags and exits through ``parser.error`` (status 2), so that every command line
 checks its flags before it loads a model. ``check_top_k_fits`` compares the tree branching with
 the draft vocabulary a local head folder declares, and ``check_device`` the device with the
-machine, also before anything is loaded.
+machine, also before anything is loaded. ``plain_name`` and ``inside`` keep output paths built
+from user-given names (a model id, a benchmark name) inside their folder.
 """
 
 from __future__ import annotations
@@ -82,21 +83,43 @@ TREE_FLAGS: Mapping[str, Bound] = {
 }
 
 
-def check_flags(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, bounds: Mapping[str, Bound]
-) -> None:
-    """Exit through ``parser.error`` naming the first flag outside its bound.
+def check_values(args: argparse.Namespace, bounds: Mapping[str, Bound]) -> None:
+    """Raise ValueError naming the first flag outside its bound.
 
     Keys are flags (``--top-p``), read from ``args.top_p``; flags left at None are not checked.
     """
     for flag, bound in bounds.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is None:
-            continue
-        try:
+        if value is not None:
             bound.check(flag, value)
-        except ValueError as error:
-            parser.error(str(error))
+
+
+def check_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, bounds: Mapping[str, Bound]
+) -> None:
+    """``check_values``, exiting through ``parser.error`` (status 2) instead of raising."""
+    try:
+        check_values(args, bounds)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def plain_name(flag: str, value: str) -> str:
+    """``value`` when it can be a file name inside a folder (no separator, not ``.``/``..``);
+    else ValueError naming ``flag``, so that a name never leads a path out of its folder."""
+    if value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        raise ValueError(
+            f"{flag} must be a plain name (no '/', '\\', NUL, not '.' or '..'), got {value!r}"
+        )
+    return value
+
+
+def inside(path: Path, folder: Path, flags: str) -> Path:
+    """``path`` when it resolves inside ``folder``; else ValueError naming the ``flags`` that
+    made it."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{flags} would put {path} outside {folder}/")
+    return path
 
 
 def head_vocab_size(head: str | Path) -> int | None:

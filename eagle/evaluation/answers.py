@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, Bound
+
 PER_TURN_FIELDS = ("turns", "idxs", "new_tokens", "wall_time")
 # Settings that two answer files must share for their timings to be compared. The others
 # (method, ea_model_path, tree, prompt_lookup_tokens) describe one method and may differ.
@@ -91,13 +93,19 @@ def append_answer(path: Path, answer: Answer) -> None:
 def read_answers(path: Path) -> dict[int | str, Answer]:
     """Read and validate an answer file, keyed by question id.
 
-    Raises ``ValueError`` naming the file and line for malformed JSON, missing fields,
-    per-turn lists of different lengths, negative counts or a question id that appears twice.
+    Raises ``ValueError`` naming the file and line for a line that is not a JSON object,
+    missing or mistyped fields (a question id that is not an integer or a string, choices that
+    are not objects), per-turn lists of different lengths, counts and times that are not
+    finite numbers >= 0 (NaN, Infinity) or sum to 0, or a question id that appears twice.
     """
     if not path.is_file():
-        raise ValueError(f"answer file {path} does not exist")
+        raise ValueError(f"answer file {path} does not exist (or is not a file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"answer file {path}: cannot read it as UTF-8 text ({error})") from error
     answers: dict[int | str, Answer] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         answer = _parse_answer(line, f"{path}, line {number}")
@@ -185,35 +193,84 @@ def _describe(settings: RecordedSettings, keys: list[str]) -> str:
 
 
 def _parse_answer(line: str, where: str) -> Answer:
+    """One answer line, checked field by field; errors name ``where`` (file and line)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise ValueError(f"{where}: not valid JSON ({error}); delete the broken line") from error
+    except RecursionError as error:
+        raise ValueError(f"{where}: JSON nested too deeply; delete the broken line") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: an answer line must be a JSON object, got {_kind(record)}")
     missing = [k for k in ("question_id", "model_id", "choices") if k not in record]
     if missing or not isinstance(record["choices"], list) or not record["choices"]:
         raise ValueError(f"{where}: an answer needs question_id, model_id and non-empty choices")
-    choices = [_parse_choice(c, where) for c in record["choices"]]
+    question_id = record["question_id"]
+    if isinstance(question_id, bool) or not isinstance(question_id, int | str):
+        raise ValueError(
+            f"{where}: question_id must be an integer or a string, got {_kind(question_id)}"
+        )
+    if not isinstance(record["model_id"], str):
+        raise ValueError(f"{where}: model_id must be a string, got {_kind(record['model_id'])}")
+    choices = [_parse_choice(c, f"{where}: choices[{i}]") for i, c in enumerate(record["choices"])]
+    _check_positive_sums(choices, where)
     settings = record.get("settings")
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"{where}: settings must be an object, got {type(settings).__name__}")
-    tstamp = record.get("tstamp", 0.0)
-    return Answer(record["question_id"], record["model_id"], choices, tstamp, settings)
+    if settings is not None and "temperature" in settings:
+        _checked(NON_NEGATIVE, "settings.temperature", settings["temperature"], where)
+    tstamp = _checked(NON_NEGATIVE, "tstamp", record.get("tstamp", 0.0), where)
+    return Answer(question_id, record["model_id"], choices, tstamp, settings)
 
 
-def _parse_choice(record: dict, where: str) -> Choice:
+def _parse_choice(record: object, where: str) -> Choice:
+    """One choice; ``where`` names the line and the choice (``..., line 3: choices[0]``)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be an object, got {_kind(record)}")
     missing = [k for k in PER_TURN_FIELDS if not isinstance(record.get(k), list)]
     if missing:
         raise ValueError(f"{where}: a choice needs the lists {', '.join(missing)}")
     lengths = {k: len(record[k]) for k in PER_TURN_FIELDS}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"{where}: per-turn lists differ in length: {lengths}")
-    counts = [*record["idxs"], *record["new_tokens"], *record["wall_time"]]
-    if any(not isinstance(v, int | float) or v < 0 for v in counts):
-        raise ValueError(f"{where}: idxs, new_tokens and wall_time must be numbers >= 0")
+    bad_text = [i for i, text in enumerate(record["turns"]) if not isinstance(text, str)]
+    if bad_text:
+        raise ValueError(f"{where}.turns[{bad_text[0]}] must be a string (the answer text)")
+    counts = {
+        field: [_checked(bound, f"{field}[{i}]", v, where) for i, v in enumerate(record[field])]
+        for field, bound in (
+            ("idxs", NON_NEGATIVE_INT),
+            ("new_tokens", NON_NEGATIVE_INT),
+            ("wall_time", NON_NEGATIVE),
+        )
+    }
     return Choice(
-        index=int(record.get("index", 0)),
+        index=int(_checked(NON_NEGATIVE_INT, "index", record.get("index", 0), where)),
         turns=list(record["turns"]),
-        idxs=[int(v) for v in record["idxs"]],
-        new_tokens=[int(v) for v in record["new_tokens"]],
-        wall_time=[float(v) for v in record["wall_time"]],
+        idxs=[int(v) for v in counts["idxs"]],
+        new_tokens=[int(v) for v in counts["new_tokens"]],
+        wall_time=[float(v) for v in counts["wall_time"]],
     )
+
+
+def _checked(bound: Bound, name: str, value: object, where: str) -> int | float:
+    """``bound.check`` with the error prefixed by the place (file, line, choice)."""
+    separator = "." if where.endswith("]") else ": "
+    try:
+        return bound.check(name, value)
+    except ValueError as error:
+        raise ValueError(f"{where}{separator}{error}") from error
+
+
+def _check_positive_sums(choices: list[Choice], where: str) -> None:
+    """A speed needs time and tokens: a line whose new_tokens, idxs or wall_time sum to 0."""
+    for field in ("new_tokens", "idxs", "wall_time"):
+        if sum(sum(getattr(c, field)) for c in choices) <= 0:
+            raise ValueError(
+                f"{where}: {field} sums to 0 over the line's turns; a speed needs new_tokens, "
+                "idxs and wall_time with positive sums"
+            )
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__

