@@ -18,6 +18,8 @@ Design choices:
   conversation starting at K, writes ``shard-partK-*`` shards and ``manifest-partK.json``, and
   leaves the vocabulary to the merge.
 - Nothing is written outside ``--outdir`` (the regenerated file defaults to a path inside it).
+- A run never ends "complete" with nothing in it: a data file without a usable conversation, a
+  selection of none, or a capture that stored no sample is an error (exit status 2).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from eagle.ge_data.regenerate import ChatTarget, read_regenerated, regenerate
 from eagle.ge_data.render import RenderedExample, RenderStats, render_conversations
 from eagle.ge_data.sharegpt import (
     Conversation,
+    ReadStats,
     bundled_sharegpt_path,
     load_sharegpt,
     with_unique_ids,
@@ -85,12 +88,37 @@ def load_conversations(args: argparse.Namespace) -> list[Conversation]:
         split=args.split,
     )
     logger.info("read %s: %s", path, stats.summary())
+    check_selection(path, stats, len(conversations))
     conversations = with_unique_ids(conversations)
     if args.max_turns is not None:
         conversations = [c.first_turns(args.max_turns) for c in conversations]
     if args.num_parts is not None:
         conversations = conversations[args.part :: args.num_parts]
     return conversations
+
+
+def check_selection(path: Path, stats: ReadStats, selected: int) -> None:
+    """Raise ValueError, before any model is loaded, when the data file holds no usable
+    conversation (empty, a single object, every record unusable) or the flags select none."""
+    if not stats.kept:
+        raise ValueError(
+            f"--data {path} holds no usable conversation ({stats.summary()}); expected a JSON "
+            'array of {"id", "conversations": [{"from", "value"}, ...]} records, or JSON lines '
+            "of them"
+        )
+    if not selected:
+        raise ValueError(
+            f"the flags select none of the {stats.kept} usable conversations of --data {path}: "
+            "check --split, --distinct-openings, --exclude-*, --offset and --limit"
+        )
+
+
+def check_target_topk(target_topk: int, vocab_size: int) -> None:
+    """--target-topk stores at most the whole vocabulary; checked once the target is known."""
+    if target_topk > vocab_size:
+        raise ValueError(
+            f"--target-topk must be in 0..{vocab_size} (the target's vocabulary), got {target_topk}"
+        )
 
 
 def load_target(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -212,8 +240,15 @@ def run_capture(
 
 
 def finish(outdir: Path, writer: ShardWriter, args: argparse.Namespace) -> dict[str, Any]:
-    """Mark the manifest complete and (single runs) write the vocabulary statistics."""
+    """Mark the manifest complete and (single runs) write the vocabulary statistics.
+
+    A single run that stored no sample is an error, and its manifest stays incomplete."""
     manifest = writer.manifest
+    if args.part is None and not manifest["num_samples"]:
+        raise ValueError(
+            f"--outdir {outdir}: no sample was stored, every selected conversation was skipped "
+            "(see the 'skipped' counts above: raise --max-len, or use --length-policy truncate)"
+        )
     manifest["complete"] = True
     write_manifest(writer.manifest_path, manifest)
     if args.part is None:
@@ -245,7 +280,9 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     aux = None
     if "eagle3" in args.variant_list:
         aux = check_aux_layers(args.aux or default_aux_layers(target.num_layers), target.num_layers)
-    settings = run_settings(args, target_info(target, args.base_model_path), aux)
+    info = target_info(target, args.base_model_path)
+    check_target_topk(args.target_topk, info["vocab_size"])
+    settings = run_settings(args, info, aux)
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_name = part_manifest_name(args.part)
     manifest = open_manifest(outdir, manifest_name, settings)  # checked before regenerating

@@ -1,6 +1,7 @@
 """Command-line options of ``python -m eagle.ge_data`` (shared by ``eagle.ge_data.allocation``).
 
-Owns the flags, their validation (errors name the flag and its allowed values) and the
+Owns the flags, their validation (errors name the flag and its allowed values: every number
+finite and in range, ``--data`` an existing file, checked before anything is loaded) and the
 functions of the parsed flags alone: the regeneration settings, the regenerated file's path and
 the settings a manifest records. No model or data is touched here.
 """
@@ -17,6 +18,14 @@ from eagle.ge_data.capture import STORAGE_DTYPES
 from eagle.ge_data.regenerate import RegenSettings
 from eagle.ge_data.render import POLICIES
 from eagle.ge_data.sharegpt import SPLITS, VAL_BUCKETS
+from eagle.input_checks import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    SEED,
+    Bound,
+    check_flags,
+)
 from eagle.model.target import DTYPES as MODEL_DTYPES
 
 VARIANTS = ("eagle1", "eagle3")
@@ -189,30 +198,41 @@ def parse_int_list(text: str, flag: str, parser: argparse.ArgumentParser) -> tup
         raise  # unreachable: parser.error exits
 
 
+FLAG_BOUNDS = {
+    "--max-len": POSITIVE_INT,
+    "--offset": NON_NEGATIVE_INT,
+    "--limit": POSITIVE_INT,
+    "--max-turns": POSITIVE_INT,
+    "--batch-size": POSITIVE_INT,
+    "--batch-tokens": POSITIVE_INT,
+    "--shard-tokens": POSITIVE_INT,
+    "--target-topk": NON_NEGATIVE_INT,
+    "--draft-vocab-size": POSITIVE_INT,
+    "--regen-max-new-tokens": POSITIVE_INT,
+    "--regen-temperature": NON_NEGATIVE,
+    "--regen-top-p": Bound(0.0, 1.0, low_open=True),
+    "--regen-batch-size": POSITIVE_INT,
+    "--regen-seed": SEED,
+    "--threads": POSITIVE_INT,
+    "--num-parts": POSITIVE_INT,
+    "--part": NON_NEGATIVE_INT,
+}
+
+
 def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Check flag values that argparse cannot; errors name the flag and the allowed values."""
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or any(v not in VARIANTS for v in variants):
         parser.error(f"--variants must be a comma-separated subset of {', '.join(VARIANTS)}")
     args.variant_list = variants
-    positive = ("max_len", "batch_size", "batch_tokens", "shard_tokens", "draft_vocab_size")
-    if args.target_topk < 0:
-        parser.error(f"--target-topk must be >= 0, got {args.target_topk}")
-    for name in (*positive, "regen_max_new_tokens", "regen_batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_turns is not None and args.max_turns < 1:
-        parser.error(f"--max-turns must be >= 1, got {args.max_turns}")
-    if args.offset < 0 or (args.limit is not None and args.limit < 0):
-        parser.error("--offset and --limit must be >= 0")
-    if args.regen_temperature < 0 or not 0 < args.regen_top_p <= 1:
-        parser.error("--regen-temperature must be >= 0 and --regen-top-p in (0, 1]")
+    check_flags(parser, args, FLAG_BOUNDS)
     if (args.part is None) != (args.num_parts is None):
         parser.error("--part and --num-parts go together")
     if args.num_parts is not None and not 0 <= args.part < args.num_parts:
         parser.error(f"--part must be in 0..{args.num_parts - 1}, got {args.part}")
     if args.regen_only and not args.regenerate:
         parser.error("--regen-only needs --regenerate")
+    _check_paths(args, parser)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -224,6 +244,21 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         )
         if args.aux is not None and len(args.aux) != 3:
             parser.error(f"--aux-layers takes three indices, got {args.aux_layers!r}")
+
+
+def _check_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--data a file (or the bundled copy); --outdir and --regen-output not the wrong kind."""
+    if args.data != BUNDLED and not Path(args.data).is_file():
+        kind = "a folder" if Path(args.data).is_dir() else "not found"
+        parser.error(
+            f"--data must be a ShareGPT JSON or JSON-lines file or {BUNDLED!r}; {args.data} is {kind}"
+        )
+    if Path(args.outdir).exists() and not Path(args.outdir).is_dir():
+        parser.error(
+            f"--outdir must be a folder (it is created if missing); {args.outdir} is a file"
+        )
+    if args.regen_output is not None and Path(args.regen_output).is_dir():
+        parser.error(f"--regen-output must be a file path; {args.regen_output} is a folder")
 
 
 def stores_hidden(args: argparse.Namespace) -> bool:

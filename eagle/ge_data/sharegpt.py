@@ -10,6 +10,8 @@ Design choices:
   as a warning, never raised. Memory holds one chunk plus the record being decoded.
 - The same decoder reads a JSON array (`[{...}, {...}]`) and JSON lines (`{...}\\n{...}`); in
   JSON lines a malformed line is skipped and counted, since the next line is a fresh start.
+  What cannot be read at all is a ValueError naming the file (and line): a folder, text that
+  is not UTF-8, a record nested too deeply to decode, a file that is neither format.
 - Roles are mapped to "user" / "assistant" (`ROLE_ALIASES`: human/user -> user; gpt, chatgpt,
   bard, bing, assistant -> assistant); a leading "system" turn becomes `Conversation.system`.
 - Cleaning, in order: a turn with empty text cuts the conversation before it (what precedes is
@@ -114,15 +116,21 @@ class _StreamBuffer:
         self.chunk_chars = chunk_chars
         self.text = ""
         self.pos = 0
+        self.dropped_lines = 0  # newlines in the text consumed and dropped so far
 
     def fill(self) -> bool:
         """Append one chunk (dropping consumed text); False at the end of the stream."""
         chunk = self.stream.read(self.chunk_chars)
         if not chunk:
             return False
+        self.dropped_lines += self.text.count("\n", 0, self.pos)
         self.text = self.text[self.pos :] + chunk
         self.pos = 0
         return True
+
+    def line(self) -> int:
+        """The 1-based line number of the cursor."""
+        return self.dropped_lines + self.text.count("\n", 0, self.pos) + 1
 
     def peek(self) -> str:
         """Skip whitespace and return the next character, or "" at the end of the stream."""
@@ -137,7 +145,8 @@ class _StreamBuffer:
     def decode(self, decoder: json.JSONDecoder) -> object:
         """Decode the value at the cursor, reading more while it is cut by the window's end.
 
-        Raises `json.JSONDecodeError` when the value is invalid or the stream ends inside it.
+        Raises `json.JSONDecodeError` when the value is invalid or the stream ends inside it,
+        and ValueError naming the line when it is nested too deeply to decode.
         """
         while True:
             try:
@@ -146,6 +155,10 @@ class _StreamBuffer:
                 if not self.fill():
                     raise
                 continue
+            except RecursionError as error:
+                raise ValueError(
+                    f"line {self.line()}: a record is nested too deeply to decode"
+                ) from error
             if end < len(self.text) or not self.fill():
                 self.pos = end
                 return value
@@ -174,7 +187,9 @@ def iter_raw_records(
 
     A record that cannot be decoded at the end of the stream ends the read: its text is the
     broken tail, recorded in `stats.tail_chars` / `stats.tail_bytes`. In JSON lines, a bad line
-    followed by more lines is skipped and counted as `skipped["invalid_json"]`.
+    followed by more lines is skipped and counted as `skipped["invalid_json"]`. Raises
+    ValueError naming the line for a record nested too deeply to decode, and for a stream that
+    is neither a JSON array nor JSON lines of objects.
     """
     buf = _StreamBuffer(stream, chunk_chars)
     first = buf.peek()
@@ -184,7 +199,9 @@ def iter_raw_records(
     elif first == "{":
         yield from _iter_lines(buf, stats)
     elif first:
-        raise ValueError(f"expected a JSON array or JSON lines of objects, found {first!r}")
+        raise ValueError(
+            f"line {buf.line()}: expected a JSON array or JSON lines of objects, found {first!r}"
+        )
 
 
 def _iter_array(buf: _StreamBuffer, stats: ReadStats) -> Iterator[object]:
@@ -324,14 +341,21 @@ def iter_conversations(
     """
     stats = ReadStats() if stats is None else stats
     excluded = frozenset(_collapse(p) for p in exclude_prompts or ())
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder, not a ShareGPT JSON or JSON-lines file")
     with open(path, encoding="utf-8-sig") as stream:
-        for raw in iter_raw_records(stream, stats):
-            result = normalize_record(raw, stats.adjusted, excluded)
-            if isinstance(result, str):
-                stats.skipped[result] += 1
-                continue
-            stats.kept += 1
-            yield result
+        try:
+            for raw in iter_raw_records(stream, stats):
+                result = normalize_record(raw, stats.adjusted, excluded)
+                if isinstance(result, str):
+                    stats.skipped[result] += 1
+                    continue
+                stats.kept += 1
+                yield result
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error})") from error
+        except ValueError as error:  # the reader's errors name the line, not the file
+            raise ValueError(f"{path}, {error}") from error
 
 
 def select(

@@ -21,6 +21,8 @@ Design choices:
   multi-process run rebuilds them from what is stored instead of trusting a partial tally.
 - ``python -m eagle.ge_data.vocab --outdir DATA --draft-vocab-size N`` rewrites the file for
   another draft size without touching the features.
+- A shard that cannot be read (missing, truncated, corrupt, a token id outside the vocabulary)
+  is a ValueError naming the shard (``open_shard``).
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from eagle.input_checks import POSITIVE_INT, check_flags
 
 VOCAB_FILE = "vocab.safetensors"
 
@@ -77,15 +83,31 @@ def draft_vocab_from_counts(counts: Tensor, size: int) -> tuple[Tensor, Tensor]:
     return kept - torch.arange(size), t2d
 
 
+@contextmanager
+def open_shard(directory: str | Path, name: str) -> Iterator[Any]:
+    """``safe_open`` of one shard; whatever fails while reading it (a missing, truncated or
+    corrupt file, a missing tensor, a token id outside the vocabulary) is a ValueError that
+    names the shard."""
+    path = Path(directory) / name
+    try:
+        with safe_open(path, "pt") as shard:
+            yield shard
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"shard {path}: {error}; delete it and its manifest entry, then rerun eagle.ge_data "
+            "to capture it again"
+        ) from error
+
+
 def counts_from_shards(
     directory: str | Path, shard_files: Iterable[str], vocab_size: int
 ) -> Tensor:
     """Recount the loss-masked token frequencies [V] from stored shards (ids and mask only)."""
     counts = torch.zeros(vocab_size, dtype=torch.long)
     for name in shard_files:
-        with safe_open(Path(directory) / name, "pt") as shard:
+        with open_shard(directory, name) as shard:
             ids, mask = shard.get_tensor("input_ids"), shard.get_tensor("loss_mask")
-        counts += count_tokens(ids, mask, vocab_size)
+            counts += count_tokens(ids, mask, vocab_size)
     return counts
 
 
@@ -96,14 +118,14 @@ def argmax_counts_from_shards(
     there are no shards or any of them does not)."""
     counts = None
     for name in shard_files:
-        with safe_open(Path(directory) / name, "pt") as shard:
+        with open_shard(directory, name) as shard:
             if "topk_ids" not in set(shard.keys()):
                 return None
             if counts is None:
                 counts = torch.zeros(vocab_size, dtype=torch.long)
             argmax = shard.get_slice("topk_ids")[:, 0:1][:, 0]
             mask, offsets = shard.get_tensor("loss_mask"), shard.get_tensor("offsets")
-        counts += count_argmax(argmax, mask, offsets, vocab_size)
+            counts += count_argmax(argmax, mask, offsets, vocab_size)
     return counts
 
 
@@ -156,19 +178,36 @@ def main(argv: list[str] | None = None) -> int:
         help="draft vocabulary size (clipped to the target vocabulary; default 32000)",
     )
     args = parser.parse_args(argv)
-    if args.draft_vocab_size < 1:
-        parser.error(f"--draft-vocab-size must be >= 1, got {args.draft_vocab_size}")
+    check_flags(parser, args, {"--draft-vocab-size": POSITIVE_INT})
     manifest_path = Path(args.outdir) / "manifest.json"
-    if not manifest_path.exists():
+    if not manifest_path.is_file():
         parser.error(f"--outdir {args.outdir} has no manifest.json (run eagle.ge_data first)")
-    manifest = json.loads(manifest_path.read_text())
-    target = manifest["target"]
-    shards = [s["file"] for s in manifest["shards"]]
-    counts = counts_from_shards(args.outdir, shards, target["vocab_size"])
-    argmax = argmax_counts_from_shards(args.outdir, shards, target["vocab_size"])
-    path = write_vocab(args.outdir, counts, args.draft_vocab_size, target["fingerprint"], argmax)
+    try:
+        shards, vocab_size, fingerprint = _manifest_entries(manifest_path)
+        counts = counts_from_shards(args.outdir, shards, vocab_size)
+        argmax = argmax_counts_from_shards(args.outdir, shards, vocab_size)
+    except ValueError as error:
+        parser.error(str(error))
+    path = write_vocab(args.outdir, counts, args.draft_vocab_size, fingerprint, argmax)
     print(f"wrote {path} ({int(counts.sum())} loss tokens counted)")
     return 0
+
+
+def _manifest_entries(path: Path) -> tuple[list[str], int, str]:
+    """(shard files, target vocabulary size, target fingerprint) of a manifest; ValueError
+    naming the file when it is not one."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        shards = [str(s["file"]) for s in manifest["shards"]]
+        target = manifest["target"]
+        vocab_size, fingerprint = int(target["vocab_size"]), str(target["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise ValueError(
+            f"{path} is not a manifest written by eagle.ge_data ({error!r})"
+        ) from error
+    if vocab_size < 1:
+        raise ValueError(f"{path}: target vocab_size must be >= 1, got {vocab_size}")
+    return shards, vocab_size, fingerprint
 
 
 if __name__ == "__main__":
