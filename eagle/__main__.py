@@ -18,7 +18,14 @@ import argparse
 import sys
 import time
 
-from eagle.input_checks import NON_NEGATIVE, POSITIVE_INT, TREE_FLAGS, check_flags, check_top_k_fits
+from eagle.input_checks import (
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    TREE_FLAGS,
+    check_device,
+    check_flags,
+    check_top_k_fits,
+)
 from eagle.model import shipped
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
@@ -62,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_flags(parser, args, FLAG_BOUNDS)
-    check_device(parser, args.device)
     try:
+        check_device(args.device)
         args.head_path, args.tree = shipped.head_and_tree(
             args.base_model_path, args.ea_model_path,
             total_token=args.total_token, depth=args.depth, top_k=args.top_k,
@@ -72,22 +79,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return args
-
-
-def check_device(parser: argparse.ArgumentParser, device: str) -> None:
-    """Exit naming --device when it is no torch device, or a CUDA device that is not here."""
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {device}: no CUDA device is available; use --device cpu")
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        parser.error(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def say(message: str) -> None:
