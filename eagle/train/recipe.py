@@ -281,7 +281,10 @@ def _run_stage(module: str, folder: Path, stage_args: list[str]) -> None:
     from eagle.train.main import main as train_main
     from eagle.train.trainer import checkpoints
 
-    resume = ["--resume"] if checkpoints(folder) else []
+    # continue from a complete state; a folder holding none (a crash before the first save) is
+    # started afresh, which eagle.train.main allows only with --overwrite
+    used = folder.is_dir() and any(folder.iterdir())
+    resume = ["--resume"] if checkpoints(folder) else ["--overwrite"] if used else []
     if train_main(stage_args + resume) is None:
         raise SystemExit(f"the training stage {folder} wrote no head")
 
