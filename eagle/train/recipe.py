@@ -67,7 +67,7 @@ MAX_LEN = 768
 VAL_CONVERSATIONS = 48
 TARGET_TOPK = 32
 DRAFT_VOCAB = 8192
-ANNEAL_STEPS = 120
+ANNEAL_STEPS = 60
 VAL_TREE = (8, 4, 4)  # total_token, depth, top_k of the validation tau
 # Measured best on a 2-core CPU for the shipped head (see its model card).
 TREE = {"total_token": 4, "depth": 2, "top_k": 4}
