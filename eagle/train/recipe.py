@@ -14,8 +14,10 @@ so the same command continues an interrupted run:
    and HumanEval prompts kept out. Stored: the three EAGLE-3 layers in bf16 and the target's
    top-32 next-token distribution; the draft vocabulary is counted on the target's argmax;
 3. stable phase (``WORKDIR/stable-cN``): constant learning rate after a short warm-up, from the
-   committed stable head (``CAMPAIGN/stable``) or, for chunk 0, from random weights; the
-   validation set is scored after every epoch;
+   committed stable head (``CAMPAIGN/stable``; it keeps its draft vocabulary), or from random
+   weights when there is none (a rebuild from nothing: delete ``CAMPAIGN/stable``). The
+   campaign's chunk 0 started from the v1 head of the earlier recipe (git 96ff2db), copied to
+   ``CAMPAIGN/stable``. The validation set is scored after every epoch;
 4. anneal (``WORKDIR/anneal-cN``): a copy of the stable head with the learning rate decayed
    linearly to 0 over ``ANNEAL_STEPS`` steps of the same chunk. Only the annealed head is a
    candidate for shipping; the stable head is what the next chunk continues (a
@@ -245,8 +247,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     workdir = Path(args.workdir)
     dtype = fastest_cpu_dtype() if args.dtype == "auto" else args.dtype
     regenerate = not VAL_ANSWERS.exists()
-    init = STABLE if chunk > 0 else None
-    if chunk > 0 and not (STABLE / SAFETENSORS_FILE).exists():
+    has_stable = (STABLE / SAFETENSORS_FILE).exists()
+    init = STABLE if has_stable else None
+    if chunk > 0 and not has_stable:
         parser.error(f"chunk {chunk} continues the stable head {STABLE}, which is missing")
     stages = [
         ("eagle.ge_data", workdir / "val", val_args(workdir, dtype, args.threads, regenerate)),
