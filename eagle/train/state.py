@@ -9,8 +9,9 @@ Layout of ``state-<step>/`` (format 1):
 - ``model.safetensors``: the trained module's weights and buffers;
 - ``optimizer.safetensors``: the optimizer's per-parameter tensors (AdamW moments, step);
 - ``trainer_state.json``: progress (``epoch``, ``batches_done``, ``step``), the run id, the
-  number of ``metrics.jsonl`` lines written so far, the process count, the config, the optimizer's parameter groups, the LR scheduler's and the
-  gradient scaler's state and accelerate's micro-step counter;
+  number of ``metrics.jsonl`` lines written so far, the process count, the config, the
+  optimizer's parameter groups, the LR scheduler's and the gradient scaler's state and
+  accelerate's micro-step counter;
 - ``rng-<process>.json``: each process's Python, NumPy, torch CPU and device RNG states;
 - ``COMPLETE``: written last (after every process has written its files); it lists the files.
 
@@ -27,8 +28,8 @@ Design choices:
   pickle-based state: resuming skips it, says so, and takes the newest complete one; naming it
   explicitly is an error.
 - Every state records the id of the run that wrote it; a run prunes only its own states.
-- Loaded JSON must have exactly the keys the live objects have, so a tampered file can at most
-  set numbers, never attributes the trainer does not expect.
+- Loaded JSON must have exactly the keys the live objects have, so a tampered file can only
+  change the values of expected keys, never add attributes the trainer does not expect.
 """
 
 from __future__ import annotations
@@ -235,26 +236,27 @@ def write_state(path: Path, parts: StateParts, procs: Processes, info: dict[str,
     into place, so an interrupted save never damages the state it would replace.
     """
     staging = path.with_name(path.name + STAGING_SUFFIX)
+    # every process builds the record, so a state that cannot be stored fails on all of them
+    optimizer_tensors, optimizer_json = _split_optimizer(parts.optimizer.state_dict())
+    record = {
+        **info,
+        "format": FORMAT,
+        "num_processes": procs.count,
+        "optimizer": optimizer_json,
+        "scheduler": _json_ready(parts.scheduler.state_dict(), "the LR scheduler's state"),
+        "scaler": _json_ready(_scaler_state(parts.scaler), "the gradient scaler's state"),
+    }
     if procs.main:
-        optimizer_tensors, optimizer_json = _split_optimizer(parts.optimizer.state_dict())
-        record = {
-            **info,
-            "format": FORMAT,
-            "num_processes": procs.count,
-            "optimizer": optimizer_json,
-            "scheduler": _json_ready(parts.scheduler.state_dict(), "the LR scheduler's state"),
-            "scaler": _json_ready(_scaler_state(parts.scaler), "the gradient scaler's state"),
-        }
         shutil.rmtree(staging, ignore_errors=True)
     procs.barrier()
     staging.mkdir(parents=True, exist_ok=True)
     _write_text(staging / rng_file(procs.index), json.dumps(rng_state(procs.device)))
-    if procs.main:
+    if procs.main:  # the record first: a leftover of this save can be told by its run id
+        _write_text(staging / TRAINER_STATE_FILE, json.dumps(record, indent=1))
         save_model(parts.module, str(staging / MODEL_FILE))
         save_file(optimizer_tensors, str(staging / OPTIMIZER_FILE))
         for name in (MODEL_FILE, OPTIMIZER_FILE):
             _fsync(staging / name)
-        _write_text(staging / TRAINER_STATE_FILE, json.dumps(record, indent=1))
     procs.barrier()
     if procs.main:
         files = sorted(p.name for p in staging.iterdir())
