@@ -8,7 +8,13 @@ from helpers import VOCAB, make_target, random_head
 
 from eagle.model import presets
 from eagle.model.draft import DynamicTree, EagleDrafter
-from eagle.model.tree import StaticTree, build_tree, select_dynamic_tree, tree_paths
+from eagle.model.tree import (
+    StaticTree,
+    build_tree,
+    select_dynamic_tree,
+    tree_paths,
+    truncate_depth,
+)
 
 #      0
 #    /   \
@@ -37,6 +43,22 @@ def test_mask_depth_and_paths_of_a_hand_built_tree():
     assert torch.equal(tree.mask, expected)
     assert tree.depth.tolist() == [0, 1, 1, 2, 2, 2, 3]
     assert tree_paths(tree).tolist() == [[0, 2, 4, -1], [0, 2, 5, -1], [0, 1, 3, 6]]
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 5])
+def test_truncating_a_tree_keeps_the_shallow_nodes_in_order(depth):
+    tree = build_tree(torch.arange(10, 17), PARENTS, max_depth=3, rank=torch.arange(-1, 6))
+    cut = truncate_depth(tree, depth)
+    kept = [i for i, d in enumerate([0, 1, 1, 2, 2, 2, 3]) if d <= depth]
+    # rebuilt from scratch: the kept nodes, their parents renumbered
+    new_of = {old: new for new, old in enumerate(kept)}
+    parents = torch.tensor([-1] + [new_of[int(PARENTS[i])] for i in kept[1:]])
+    expected = build_tree(torch.tensor(kept) + 10, parents, max_depth=min(depth, 3))
+    assert torch.equal(cut.tokens, expected.tokens) and torch.equal(cut.parents, expected.parents)
+    assert torch.equal(cut.mask, expected.mask) and torch.equal(cut.depth, expected.depth)
+    assert cut.rank.tolist() == [r - 1 for r in kept] and cut.max_depth == min(depth, 3)
+    with pytest.raises(ValueError, match="max_depth"):
+        truncate_depth(tree, -1)
 
 
 def test_dynamic_selection_keeps_the_best_candidates_in_generation_order():

@@ -141,8 +141,8 @@ def detect_variant(
     has_layers = any(k.startswith("layers.") for k in state)
     if has_mid == has_layers:
         raise HeadCheckpointError(
-            f"{source}: unknown head format: expected either 'midlayer.*' keys (EAGLE-3) or 'layers.*' keys "
-            f"(EAGLE-1), found {'both' if has_mid else 'neither'}; keys: {sorted(state)[:12]}"
+            f"{source}: unknown head format: expected either 'midlayer.*' keys (EAGLE-3) or "
+            f"'layers.*' keys (EAGLE-1), found {'both' if has_mid else 'neither'}; keys: {sorted(state)[:12]}"
         )
     variant = "eagle3" if has_mid else "eagle1"
     if variant == "eagle1" and "draft_vocab_size" in raw_config:
@@ -253,7 +253,7 @@ def check_state_dict(
 
 
 def check_tensors(config: HeadConfig, state: dict[str, Tensor], source) -> None:
-    """Weights must be floating point and finite; d2t/t2d a consistent map (see check_vocab_maps)."""
+    """Weights must be floating point and finite; d2t/t2d a consistent map (check_vocab_maps)."""
     weights = {k: v for k, v in state.items() if k not in ("d2t", "t2d")}
     not_float = sorted(f"{k} ({v.dtype})" for k, v in weights.items() if not v.is_floating_point())
     if not_float:

@@ -32,8 +32,9 @@ class DynamicTree:
 
     def __post_init__(self) -> None:
         for name in ("total_token", "depth", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class KVBuffer:

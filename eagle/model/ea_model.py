@@ -10,27 +10,43 @@ thin wrappers around ``generate.decode``; they differ only in the proposer they 
 variant (EAGLE-1 or EAGLE-3) is detected from the checkpoint; ``use_eagle3`` is checked against
 it. ``tree_choices`` (a list of rank paths or a preset name) selects an EAGLE-1 static tree
 instead of the EAGLE-2 dynamic tree.
+
+Arguments are checked before any work: ``from_pretrained`` checks its own before loading
+anything (and the tree's branching against the head's draft vocabulary right after loading the
+head); the generation methods check theirs before the first target forward (see ``generate``),
+and the streaming forms raise when called, not at their first step. Errors are ValueErrors that
+name the argument and its allowed values.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
+from eagle.input_checks import POSITIVE_INT, Bound
 from eagle.model import presets
 from eagle.model.checkpoint import load_head
 from eagle.model.defaults import resolve_model_path
 from eagle.model.draft import DynamicTree, EagleDrafter
 from eagle.model.draft_head import DraftHead, TargetParts
-from eagle.model.generate import PlainProposer, SectionTimer, StepResult, decode
+from eagle.model.generate import (
+    PlainProposer,
+    SectionTimer,
+    StepResult,
+    decode,
+    sampling_params,
+)
 from eagle.model.target import TargetModel
 from eagle.model.tree import StaticTree
-from eagle.model.verify import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+TOTAL_TOKEN = Bound(1, integer=True, special=(-1,))  # -1: measure on this device
+THRESHOLD = Bound()  # accepted for compatibility, unused: any finite number
 
 
 class EaModel(nn.Module):
@@ -50,7 +66,10 @@ class EaModel(nn.Module):
         self.target = target
         self.tokenizer = tokenizer
         layers = head.config.default_feature_layers(target.num_layers)
-        self.drafter = EagleDrafter(head, tree or DynamicTree(), layers)
+        check_feature_layers(layers, target.num_layers)
+        tree = tree or DynamicTree()
+        check_tree_fits_head(tree, head)
+        self.drafter = EagleDrafter(head, tree, layers)
         self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
         self.tree_choice = None  # the measurements behind total_token=-1, when it was used
 
@@ -77,14 +96,22 @@ class EaModel(nn.Module):
         """
         from transformers import AutoTokenizer
 
-        del threshold
+        _check_path("base_model_path", base_model_path)
+        _check_path("ea_model_path", ea_model_path)
+        total_token = TOTAL_TOKEN.check("total_token", total_token)
+        depth = POSITIVE_INT.check("depth", depth)
+        top_k = POSITIVE_INT.check("top_k", top_k)
+        THRESHOLD.check("threshold", threshold)
+        if use_eagle3 is not None and not isinstance(use_eagle3, bool):
+            raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
+        auto = total_token == -1
+        tree = make_tree(tree_choices, 60 if auto else total_token, depth, top_k)
         base_model_path = resolve_model_path(base_model_path)  # registered names -> local dir
         target = TargetModel.from_pretrained(base_model_path, **kwargs)
         parts = TargetParts(target.embed_tokens, target.lm_head)
         head = load_head(ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device)
+        check_tree_fits_head(tree, head)  # before the tokenizer and the autotune measurements
         tokenizer = AutoTokenizer.from_pretrained(base_model_path)
-        auto = total_token == -1
-        tree = make_tree(tree_choices, 60 if auto else total_token, depth, top_k)
         model = cls(target, head, tokenizer, tree)
         if auto:
             from eagle.model.autotune import choose_total_token
@@ -101,6 +128,7 @@ class EaModel(nn.Module):
         return self.drafter.tree
 
     def set_tree(self, tree: DynamicTree | StaticTree) -> None:
+        check_tree_fits_head(tree, self.ea_layer)
         self.drafter = EagleDrafter(self.ea_layer, tree, self.drafter.feature_layers)
 
     # -- generation ---------------------------------------------------------------------------
@@ -117,10 +145,13 @@ class EaModel(nn.Module):
         generator: torch.Generator | None = None,
         timer: SectionTimer | None = None,
     ) -> Iterator[StepResult]:
-        """The decode loop's steps: ids so far, token and step counts, accepted drafts."""
-        params = SamplingParams(float(temperature), float(top_p), int(top_k))
+        """The decode loop's steps: ids so far, token and step counts, accepted drafts.
+
+        Every argument is checked here, when called; the target runs only while iterating.
+        """
+        params = sampling_params(temperature, top_p, top_k)
         proposer = self.drafter if use_draft else PlainProposer()
-        yield from decode(
+        return decode(
             self.target, proposer, input_ids, params, max_new_tokens, max_length,
             self.eos_ids, generator, timer,
         )  # fmt: skip
@@ -173,15 +204,15 @@ class EaModel(nn.Module):
         """Streaming EAGLE generation: yields the growing ids [1, L] after every step."""
         kwargs.pop("is_llama3", None)
         kwargs.pop("log", None)
-        for step in self.generate_steps(input_ids, use_draft=True, **kwargs):
-            yield step.ids
+        steps = self.generate_steps(input_ids, use_draft=True, **kwargs)  # checks now
+        return (step.ids for step in steps)
 
     def naive_generate(self, input_ids: Tensor, **kwargs) -> Iterator[Tensor]:
         """Streaming plain decoding: yields the growing ids [1, L] after every token."""
         kwargs.pop("is_llama3", None)
         kwargs.pop("log", None)
-        for step in self.generate_steps(input_ids, use_draft=False, **kwargs):
-            yield step.ids
+        steps = self.generate_steps(input_ids, use_draft=False, **kwargs)  # checks now
+        return (step.ids for step in steps)
 
 
 def make_tree(
@@ -191,7 +222,49 @@ def make_tree(
         return DynamicTree(total_token=total_token, depth=depth, top_k=top_k)
     if isinstance(tree_choices, str):
         return StaticTree.from_paths(presets.static_tree(tree_choices))
+    if not isinstance(tree_choices, list | tuple) or not all(
+        isinstance(path, list | tuple)
+        and all(isinstance(r, int) and not isinstance(r, bool) for r in path)
+        for path in tree_choices
+    ):
+        raise ValueError(
+            "tree_choices must be a preset name or a list of top-k rank paths such as "
+            f"[[0], [1], [0, 0]], got {tree_choices!r}"
+        )
     return StaticTree.from_paths(tree_choices)
+
+
+def check_tree_fits_head(tree: DynamicTree | StaticTree, head: DraftHead) -> None:
+    """The tree's branching (top_k, or a static tree's largest rank) within the draft vocab."""
+    vocab = head.config.draft_vocab
+    if isinstance(tree, DynamicTree) and tree.top_k > vocab:
+        raise ValueError(
+            f"top_k={tree.top_k} exceeds the head's draft vocabulary ({vocab} tokens); "
+            f"choose top_k in 1..{vocab}"
+        )
+    if isinstance(tree, StaticTree) and tree.max_rank > vocab:
+        raise ValueError(
+            f"tree_choices uses rank {tree.max_rank - 1}, but the head's draft vocabulary has "
+            f"{vocab} tokens (ranks 0..{vocab - 1})"
+        )
+
+
+def check_feature_layers(layers: tuple[int, ...], num_layers: int) -> None:
+    """The head's feature layers must be hidden_states indices of the target (0..L or -1..)."""
+    bad = [i for i in layers if not -(num_layers + 1) <= i <= num_layers]
+    if bad:
+        raise ValueError(
+            f"the head reads target hidden states {list(layers)} (config.json "
+            f"eagle_config.eagle_aux_hidden_state_layer_ids + 1), but the target has only "
+            f"indices 0..{num_layers}"
+        )
+
+
+def _check_path(name: str, value: object) -> None:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError(
+            f"{name} must be a hub id or a local folder (a non-empty str or path), got {value!r}"
+        )
 
 
 def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:

@@ -9,10 +9,19 @@ calls, masks and cache (a fair baseline).
 Counting: ``new_tokens`` is the number of generated tokens (an EOS token included, nothing
 after it); ``steps`` counts target forward passes, the prefill included, so plain decoding has
 tokens/steps = 1 and the mean acceptance length is tau = new_tokens / steps.
+
+Arguments are checked before any work (``decode`` validates when called, not when first
+iterated): ``input_ids`` a non-empty integer tensor [1, L] of ids inside the target vocabulary,
+``max_new_tokens``/``max_length`` positive integers, sampling settings finite and in range
+(``sampling_params``). Each error is a ValueError naming the argument. A target with learned
+positions (``TargetModel.position_limit``) caps the output like ``max_length`` does, and draft
+trees are cut to the depth that still fits, so EAGLE and plain decoding stop at the same length
+with the same tokens.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +31,12 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY
 from eagle.model.target import TargetModel
-from eagle.model.tree import TreeBuffers, build_tree
+from eagle.model.tree import TreeBuffers, build_tree, truncate_depth
 from eagle.model.verify import SamplingParams, accept, target_choices
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,15 +94,79 @@ def _untimed(name: str, device: torch.device):
     yield
 
 
-def token_budget(prompt_length: int, max_new_tokens: int, max_length: int) -> int:
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+def sampling_params(temperature: object, top_p: object, top_k: object) -> SamplingParams:
+    """Checked sampling settings: temperature >= 0, top_p in [0, 1], top_k an integer >= 0.
+
+    All finite (NaN, infinities, bools and strings are refused); integral floats are accepted
+    for top_k (the original API's default is ``top_k=0.0``).
+    """
+    return SamplingParams(
+        NON_NEGATIVE.check("temperature", temperature),
+        PROBABILITY.check("top_p", top_p),
+        NON_NEGATIVE_INT.check("top_k", top_k),
+    )
+
+
+def check_input_ids(input_ids: object, vocab_size: int) -> None:
+    """input_ids must be an integer tensor [1, L], L >= 1, with ids in 0..vocab_size-1."""
+    if not isinstance(input_ids, Tensor):
+        raise ValueError(
+            f"input_ids must be a torch.Tensor of token ids [1, L], got {type(input_ids).__name__}"
+        )
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(
+            f"input_ids must have shape [1, L] (batch size 1); got {tuple(input_ids.shape)}"
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty; give at least one prompt token (e.g. the BOS id)")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(
+            f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}"
+        )
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"input_ids holds the id {bad}, outside the target vocabulary 0..{vocab_size - 1}"
+        )
+
+
+def token_budget(
+    prompt_length: int,
+    max_new_tokens: object,
+    max_length: object,
+    position_limit: int | None = None,
+) -> int:
+    """How many tokens to generate: max_new_tokens, within max_length and the position limit.
+
+    A target with ``position_limit`` learned positions can read positions 0..limit-1, so it can
+    produce tokens up to index ``limit`` (prompt + output <= limit + 1), as plain decoding can.
+    """
+    max_new_tokens = POSITIVE_INT.check("max_new_tokens", max_new_tokens)
+    max_length = POSITIVE_INT.check("max_length", max_length)
     budget = min(max_new_tokens, max_length - prompt_length)
     if budget < 1:
         raise ValueError(
             f"the prompt has {prompt_length} tokens, which leaves no room under "
             f"max_length={max_length}; raise max_length or shorten the prompt"
         )
+    if position_limit is not None and prompt_length + budget - 1 > position_limit:
+        room = position_limit + 1 - prompt_length
+        if room < 1:
+            raise ValueError(
+                f"input_ids has {prompt_length} tokens, more than the {position_limit} learned "
+                "positions of the target (max_position_embeddings / n_positions); shorten the "
+                "prompt"
+            )
+        logger.warning(
+            "the target has %d learned positions: generating at most %d tokens after a "
+            "%d-token prompt instead of %d",
+            position_limit,
+            room,
+            prompt_length,
+            budget,
+        )
+        budget = room
     return budget
 
 
@@ -105,16 +181,16 @@ def decode(
     generator: torch.Generator | None = None,
     timer: SectionTimer | None = None,
 ) -> Iterator[StepResult]:
-    """Yield a StepResult after the prefill and after every verification step.
+    """An iterator of StepResults: one after the prefill and one after every verification step.
 
+    The arguments are checked here, before any work; the target runs only while iterating.
     Gradients are off inside each step only, so a caller that stops iterating early leaves no
     global mode behind, and the yielded ids are ordinary tensors.
     """
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(
-            f"input_ids must have shape [1, L] (batch size 1); got {tuple(input_ids.shape)}"
-        )
-    budget = token_budget(input_ids.shape[1], max_new_tokens, max_length)
+    check_input_ids(input_ids, target.embed_tokens.weight.shape[0])
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
+    budget = token_budget(input_ids.shape[1], max_new_tokens, max_length, target.position_limit)
     limit = target.context_limit
     if limit is not None and input_ids.shape[1] + budget + proposer.max_tree_depth > limit:
         raise ValueError(
@@ -122,6 +198,10 @@ def decode(
             f"prompt ({input_ids.shape[1]}) + max_new_tokens ({budget}) + tree depth exceeds it"
         )
     run = _Decoding(target, proposer, params, eos_ids, generator, timer)
+    return _steps(run, input_ids, budget)
+
+
+def _steps(run: _Decoding, input_ids: Tensor, budget: int) -> Iterator[StepResult]:
     step = run.prefill(input_ids, budget)
     while True:
         yield step
@@ -139,6 +219,7 @@ class _Decoding:
         self.section = timer.section if timer else _untimed
         self.device = target.device
         self.layers = proposer.feature_layers
+        self.position_limit = target.position_limit
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, budget: int) -> StepResult:
@@ -162,6 +243,8 @@ class _Decoding:
         target, device = self.target, self.device
         with self.section("draft", device):
             tree = self.proposer.propose(self.state, self.features, self.next_tokens)
+            if self.position_limit is not None:  # node positions are past + depth
+                tree = truncate_depth(tree, self.position_limit - 1 - self.past)
         with self.section("verify", device):
             out = target.forward_tree(
                 tree.tokens, tree.depth, tree.mask, self.cache, self.past, self.layers

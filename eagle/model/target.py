@@ -13,7 +13,9 @@ Attention implementations that cannot take a tensor tree mask (flex, flash) are 
 sdpa at load time with a warning; models that still ignore the mask are caught by a probe that
 compares a tree forward with sequential forwards, so the failure is an error, never wrong text.
 Sliding-window attention is only correct while the whole sequence fits in the window, so the
-adapter reports that window as a context limit.
+adapter reports that window as a context limit. Models with a learned absolute position table
+(GPT-2's ``n_positions``, OPT) cannot take a position past it at all; the adapter reports that
+table's size as ``position_limit`` (None for rotary, ALiBi and other unbounded schemes).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class TargetModel:
         self._ensure_mask_capable_attention()
         self.num_layers = int(config.num_hidden_layers)
         self.context_limit = _sliding_window(config)
+        self.position_limit = _learned_position_limit(model)
         self.accepts_logits_to_keep = "logits_to_keep" in _forward_parameters(model)
         if check_tree_attention:
             self.check_tree_attention()
@@ -265,6 +268,26 @@ def _sliding_window(config) -> int | None:
     if layer_types is not None and "sliding_attention" not in layer_types:
         return None
     return int(window)
+
+
+def _learned_position_limit(model: PreTrainedModel) -> int | None:
+    """max_position_embeddings (GPT-2: n_positions) when a learned position table enforces it.
+
+    The table is recognised as an embedding other than the token embedding with that many rows
+    (OPT-style tables keep two extra rows for an offset). Rotary models have no such table.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    tokens = model.get_input_embeddings()
+    for module in model.modules():
+        if (
+            isinstance(module, nn.Embedding)
+            and module is not tokens
+            and limit <= module.num_embeddings <= limit + 2
+        ):
+            return limit
+    return None
 
 
 def _forward_parameters(model: nn.Module) -> set[str]:

@@ -56,6 +56,30 @@ def build_tree(
     return TreeBuffers(tokens, parents, mask, depth, max_depth, rank)
 
 
+def truncate_depth(tree: TreeBuffers, max_depth: int) -> TreeBuffers:
+    """The subtree of nodes with depth <= max_depth (>= 0), in the same node order.
+
+    Ancestors are shallower than their descendants, so the kept nodes still form a tree whose
+    parents come first. Used to keep tree positions within a target's position limit.
+    """
+    if max_depth < 0:
+        raise ValueError(f"max_depth must be >= 0, got {max_depth}")
+    if tree.max_depth <= max_depth:
+        return tree
+    keep = tree.depth <= max_depth
+    new_index = torch.cumsum(keep, 0) - 1  # old node index -> new node index (for kept nodes)
+    parents = tree.parents[keep]
+    parents = torch.where(parents < 0, parents, new_index[parents.clamp(min=0)])
+    return TreeBuffers(
+        tree.tokens[keep],
+        parents,
+        tree.mask[keep][:, keep],
+        tree.depth[keep],
+        max_depth,
+        None if tree.rank is None else tree.rank[keep],
+    )
+
+
 def tree_paths(tree: TreeBuffers) -> Tensor:
     """Root-to-leaf node indices [num_leaves, max_depth + 1], padded with -1 (retrieve indices)."""
     parents = tree.parents
