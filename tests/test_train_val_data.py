@@ -11,7 +11,7 @@ from helpers import greedy_samples, make_target, save_target_dir, write_feature_
 from eagle.model.checkpoint import load_head
 from eagle.train.build import CastInput, target_parts
 from eagle.train.main import main
-from eagle.train.validate import teacher_forced
+from eagle.train.validate import teacher_forced, validate_head
 
 
 def test_val_data_is_evaluated_whole_and_matches_validate(tmp_path):
@@ -41,3 +41,8 @@ def test_val_data_is_evaluated_whole_and_matches_validate(tmp_path):
     assert measured.top1 == records[-1]["val"]["accuracy"]
     expected = [sum(int(m[2 + s :].sum()) for _, m in samples[10:]) for s in range(3)]
     assert measured.positions == expected
+    # the command's path: the target loaded in fp32 from its folder, bf16 stored features
+    result = validate_head(
+        head_dir, str(tmp_path / "target"), tmp_path / "val", None, steps=3, tree=(4, 2, 2)
+    )
+    assert result["teacher_forced"]["top1"] == records[-1]["val"]["accuracy"]

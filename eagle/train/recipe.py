@@ -71,6 +71,7 @@ TARGET_TOPK = 32
 DRAFT_VOCAB = 8192
 ANNEAL_STEPS = 60
 VAL_TREE = (8, 4, 4)  # total_token, depth, top_k of the validation tau
+TAU_PROMPTS = 16  # validation prompts decoded for tau (greedy EAGLE, 128 new tokens each)
 # Measured best on a 2-core CPU for the shipped head (see its model card).
 TREE = {"total_token": 4, "depth": 2, "top_k": 4}
 DONE_FILE = "stage.json"
@@ -303,7 +304,7 @@ def record_chunk(
     validation = {}
     for name, head in (("annealed", anneal / "head"), ("shipped", SHIPPED)):
         validation[name] = validate_head(
-            head, TARGET, workdir / "val", VAL_ANSWERS, steps=5, tau_prompts=VAL_CONVERSATIONS,
+            head, TARGET, workdir / "val", VAL_ANSWERS, steps=5, tau_prompts=TAU_PROMPTS,
             max_new_tokens=128, tree=VAL_TREE, dtype=getattr(torch, dtype),
         )  # fmt: skip
     previous = [json.loads(x) for x in CURVE.read_text().splitlines()] if CURVE.exists() else []

@@ -155,7 +155,9 @@ def validate_head(
         fingerprint = target_fingerprint(target.config.to_json_string(), target.embed_tokens.weight)
         vocab, width = target.embed_tokens.weight.shape
         check_target(manifest, fingerprint, int(vocab), int(width), target.num_layers)
-        measured = teacher_forced(model.ea_layer, target.lm_head, data_dir, steps)
+        from eagle.train.build import CastInput  # stored features are bf16, the target may not be
+
+        measured = teacher_forced(model.ea_layer, CastInput(target.lm_head), data_dir, steps)
         out["teacher_forced"] = asdict(measured)
     if conversations is not None and tau_prompts > 0:
         prompts = first_prompts(conversations, tau_prompts)
