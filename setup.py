@@ -27,6 +27,7 @@ setup(
         "numpy>=1.24",
         "tqdm>=4.60",
         "gguf>=0.10",
+        "filelock>=3.12",
     ],
     extras_require={
         "train": ["deepspeed>=0.15"],
