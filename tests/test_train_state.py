@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -325,6 +326,30 @@ def test_a_state_round_trips_and_an_interrupted_resave_keeps_the_earlier_one(tmp
     assert _snapshot(path) == before  # the complete state is untouched
     chosen, notes = choose_state(tmp_path, None)
     assert chosen == path and len(notes) == 1 and "state-00000001.partial" in notes[0]
+
+
+@pytest.mark.slow  # two processes (DDP over gloo): one RNG file each, exact continuation
+def test_two_process_resume_continues_exactly(workspace):
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    launch = [
+        accelerate, "launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
+        "--dynamo_backend", "no", "--mixed_precision", "no", "-m", "eagle.train.main",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def run(cpdir: Path, *extra: str) -> None:
+        flags = _flags(workspace, cpdir, *extra, batch_size=2, epochs=2, noise=0.2)
+        done = subprocess.run(
+            [*launch, *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    run(workspace / "ddp-straight")
+    run(workspace / "ddp-resumed", "--max-steps", "3")
+    (state,) = state_dirs(workspace / "ddp-resumed")
+    assert {"rng-0.json", "rng-1.json"} <= {p.name for p in state.iterdir()}
+    run(workspace / "ddp-resumed", "--resume")
+    assert _heads_equal(workspace / "ddp-straight" / "head", workspace / "ddp-resumed" / "head")
 
 
 # -- item 11: divergence stops the run; non-finite weights are never written ---------------------

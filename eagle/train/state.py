@@ -384,7 +384,8 @@ def read_state(path: Path, parts: StateParts, procs: Processes) -> dict[str, Any
             f"{path / TRAINER_STATE_FILE}: written by {record.get('num_processes')} process(es); "
             f"resume with the same number (this run has {procs.count})"
         )
-    _guarded(path / MODEL_FILE, lambda f: load_model(parts.module, f, True, str(procs.device)))
+    # read on the CPU; load_state_dict copies into the parameters wherever they live
+    _guarded(path / MODEL_FILE, lambda f: load_model(parts.module, f, strict=True, device="cpu"))
     optimizer = _guarded(
         path / OPTIMIZER_FILE, lambda f: _join_optimizer(load_file(f), record["optimizer"], parts)
     )
