@@ -78,6 +78,16 @@ def draft_ids(head: DraftHead) -> Tensor | None:
     return torch.arange(head.d2t.shape[0], device=head.d2t.device) + head.d2t
 
 
+def read_rows(loss_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """loss_mask [B, W] -> (need [B, W-1] bool: position j is read, i.e. loss_mask[j+1] and
+    j >= 1; row [B, W-1] long: its table row, -1 where not read)."""
+    need = loss_mask[:, 1:].clone()
+    need[:, 0] = False  # position 0 is never a target (j = t + 1 + s >= 1)
+    row = need.flatten().cumsum(0).view_as(need) - 1
+    row[~need] = -1
+    return need, row
+
+
 @torch.no_grad()
 def target_table(
     lm_head: nn.Module,
@@ -87,10 +97,7 @@ def target_table(
     chunk: int = 2048,
 ) -> TargetTable:
     """hidden [B, W, H], loss_mask [B, W] -> the table of positions j with loss_mask[j+1]."""
-    need = loss_mask[:, 1:].clone()
-    need[:, 0] = False  # position 0 is never a target (j = t + 1 + s >= 1)
-    row = need.flatten().cumsum(0).view_as(need) - 1
-    row[~need] = -1
+    need, row = read_rows(loss_mask)
     states = hidden[:, :-1][need]
     probs, best = [], []
     for part in states.split(chunk):  # one (possibly empty) part at least
@@ -113,10 +120,7 @@ def topk_table(
     loss_mask[j+1]: probabilities of the K tokens that lie in the draft vocabulary,
     renormalised; ``usable`` is False where none of them does.
     """
-    need = loss_mask[:, 1:].clone()
-    need[:, 0] = False
-    row = need.flatten().cumsum(0).view_as(need) - 1
-    row[~need] = -1
+    need, row = read_rows(loss_mask)
     ids, probs = topk_ids[:, :-1][need].long(), topk_probs[:, :-1][need].float()  # [M, K]
     draft = draft_index[ids]
     kept = torch.where(draft >= 0, probs, torch.zeros_like(probs))
