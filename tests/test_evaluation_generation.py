@@ -1,4 +1,4 @@
-"""Answer generation: chat prompts, EOS counting, resumption, and end-to-end smoke runs.
+"""Answer generation: multi-turn prompts, EOS counting, resumption, and end-to-end smoke runs.
 
 The smoke runs build a tiny random Llama target with a byte-level tokenizer (and, for EAGLE, a
 random EAGLE-1 head saved in the published format) in a temporary folder and run the real
@@ -16,11 +16,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
+from eagle.benchmarks import Question
+from eagle.chat.formatter import ChatFormatter
 from eagle.evaluation import gen_ea_answer, speed
 from eagle.evaluation.answers import read_answers
-from eagle.evaluation.chat import ChatFormatter
 from eagle.evaluation.methods import EaMethod, Generation, Settings
-from eagle.evaluation.questions import Question
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
 from eagle.model.checkpoint import save_head
 from eagle.model.draft import DynamicTree
@@ -73,36 +73,6 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 def _questions() -> list[Question]:
     return [Question(q["question_id"], q["category"], tuple(q["turns"])) for q in QUESTIONS]
-
-
-def test_tokenizer_template_carries_the_conversation(tokenizer) -> None:
-    chat = ChatFormatter(tokenizer)
-    messages = [
-        {"role": "user", "content": "Write a poem."},
-        {"role": "assistant", "content": "Roses."},
-        {"role": "user", "content": "Shorter."},
-    ]
-    text = tokenizer.decode(chat.prompt_ids(messages))
-    assert text == "<user>Write a poem.</s><assistant>Roses.</s><user>Shorter.</s><assistant>"
-
-
-def test_fastchat_template_and_stop_string(tokenizer) -> None:
-    vicuna = ChatFormatter(tokenizer, "vicuna_v1.1")
-    prompt = tokenizer.decode(vicuna.prompt_ids([{"role": "user", "content": "hi"}]))
-    assert prompt.endswith("USER: hi ASSISTANT:")
-    one_shot = ChatFormatter(tokenizer, "one_shot")  # stop string "###"
-    assert one_shot.answer_text(tokenizer(" Fine. ### Human: more")["input_ids"]) == "Fine."
-
-
-def test_template_errors_name_the_flag(tokenizer) -> None:
-    with pytest.raises(
-        ValueError, match=r"unknown --template 'nope'; FastChat templates: .*vicuna"
-    ):
-        ChatFormatter(tokenizer, "nope")
-    bare = byte_tokenizer()
-    bare.chat_template = None
-    with pytest.raises(ValueError, match="no chat template: pass --template NAME"):
-        ChatFormatter(bare)
 
 
 def test_turn_two_sees_turn_one_answer_and_files_record_every_turn(tokenizer, tmp_path) -> None:

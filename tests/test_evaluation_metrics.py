@@ -173,7 +173,7 @@ def test_zero_time_is_an_error_not_infinity() -> None:
 
 def test_agreement_measures_the_reproduced_prefix() -> None:
     from eagle.evaluation.answers import Answer, Choice
-    from eagle.evaluation.metrics import agreement, common_prefix
+    from eagle.evaluation.metrics import agreement
 
     def answer(*texts: str) -> Answer:
         choice = Choice(
@@ -181,8 +181,6 @@ def test_agreement_measures_the_reproduced_prefix() -> None:
         )
         return Answer(1, "m", [choice], 0.0)
 
-    assert common_prefix("abcd", "abxd") == 2 and common_prefix("ab", "abc") == 2
-    assert common_prefix("", "a") == 0 and common_prefix("same", "same") == 4
     agree = agreement({1: answer("hello world", "abc")}, {1: answer("hello there", "abc")}, [1])
     assert (agree.turns, agree.same_text, agree.same_tokens) == (2, 1, 2)
     assert agree.prefix_chars == 6 + 3 and agree.base_chars == 11 + 3

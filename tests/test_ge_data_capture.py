@@ -209,7 +209,7 @@ def test_vocab_file_counts_the_loss_tokens(files, one_shot, tmp_path):
 
 
 def test_benchmark_prompts_are_excluded(files, tmp_path):
-    from eagle.evaluation.questions import load_questions
+    from eagle.benchmarks import load_questions
 
     question = load_questions("mt_bench")[3].turns[1]
     records = word_conversations(3)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from eagle.chat.templates import CHATML_JINJA, JinjaTemplate
 from eagle.ge_data.render import (
     RenderStats,
     TemplateNotPrefixStableError,
@@ -21,7 +22,6 @@ from eagle.ge_data.render import (
     render_example,
 )
 from eagle.ge_data.sharegpt import Conversation
-from eagle.ge_data.templates import CHATML_JINJA, JinjaTemplate
 
 USER = ["Name a prime number.", "Why is it prime? Explain in two lines.", "Danke! Auf Deutsch?"]
 REPLY = [

@@ -29,7 +29,7 @@ from eagle.application.chat import (
     split_step,
     stream_answer,
 )
-from eagle.evaluation.chat import ChatFormatter
+from eagle.chat.formatter import ChatFormatter
 from eagle.model.checkpoint import save_head
 from eagle.model.ea_model import EaModel
 from eagle.model.target import TargetModel

@@ -1,11 +1,12 @@
 """The chat logic behind the web UI, free of gradio so that it is testable on its own.
 
 A conversation is a list of ``Turn`` (a user message and the answer given to it). To answer the
-last turn, the conversation is rendered with the model's chat template (``ChatFormatter``, the
-same prompts the evaluation uses), then ``stream_answer`` runs the decode loop step by step and
-yields an ``AnswerUpdate`` after every verification step: the answer text so far, the same text
-cut into ``Segment``s marked drafted (proposed by the head and accepted by the target) or not
-(the target's own bonus token of each step, and the prefill's first token), and live figures.
+last turn, the conversation is rendered with the chat template (``ChatFormatter`` from
+``eagle.chat``: the same prompts and template names as the evaluation), then ``stream_answer``
+runs the decode loop step by step and yields an ``AnswerUpdate`` after every verification step:
+the answer text so far, the same text cut into ``Segment``s marked drafted (proposed by the head
+and accepted by the target) or not (the target's own bonus token of each step, and the
+prefill's first token), and live figures.
 
 Text is decoded from all answer ids at every step rather than token by token, so multi-byte
 characters and tokenizers that merge pieces come out right; a trailing incomplete character
@@ -24,8 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from eagle.evaluation.chat import ChatFormatter
-from eagle.evaluation.metrics import common_prefix
+from eagle.chat.formatter import ChatFormatter, common_prefix
 from eagle.input_checks import PROBABILITY, Bound
 
 HIGHLIGHT_CLASS = "eagle-drafted"

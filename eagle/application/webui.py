@@ -37,6 +37,8 @@ from eagle.application.chat import (
     render_answer,
     stream_answer,
 )
+from eagle.chat.formatter import ChatFormatter
+from eagle.chat.templates import AUTO, add_template_flag, check_template_flag
 from eagle.input_checks import (
     POSITIVE_INT,
     TREE_FLAGS,
@@ -80,20 +82,18 @@ def chat_messages(turns: list[Turn], highlight: bool) -> list[dict[str, str]]:
 def build_demo(
     model,
     tokenizer=None,
-    template: str | None = None,
+    template: str | None = AUTO,
     max_new_tokens: int = 512,
     max_length: int | None = None,
     title: str = "EAGLE chat",
 ) -> gr.Blocks:
     """The chat page for a loaded ``EaModel`` (``tokenizer`` defaults to the model's).
 
-    ``template`` names a FastChat conversation template for tokenizers without a chat
-    template. ``max_length`` caps prompt + answer positions (default: the target's
-    ``max_position_embeddings``, else 2048).
+    ``template`` is a name from the chat-template registry (``eagle.chat.templates``): "auto"
+    (the tokenizer's own), a built-in or a FastChat name. ``max_length`` caps prompt + answer
+    positions (default: the target's ``max_position_embeddings``, else 2048).
     """
     import gradio as gr
-
-    from eagle.evaluation.chat import ChatFormatter
 
     formatter = ChatFormatter(tokenizer or model.tokenizer, template)
     if max_length is None:
@@ -316,11 +316,7 @@ def build_parser(
         "--max-new-token", "--max-new-tokens", dest="max_new_token", type=int, default=512,
         help="the initial max-new-tokens setting of the page",
     )  # fmt: skip
-    p.add_argument(
-        "--template",
-        default=None,
-        help="FastChat conversation template for tokenizers without a chat template",
-    )
+    add_template_flag(p)
     p.add_argument("--dtype", choices=tuple(DTYPES), default="bfloat16", help="model dtype")
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, auto (default: cuda if available)"
@@ -336,6 +332,7 @@ def build_parser(
 def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit through ``parser`` naming the first web UI flag out of its range."""
     check_flags(parser, args, FLAG_BOUNDS)
+    check_template_flag(parser, args.template)
     if args.device is not None:
         try:
             check_device(args.device, also=("auto",))

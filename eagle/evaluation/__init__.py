@@ -7,7 +7,9 @@ Two steps, each a command line with a ``main(argv=None)``:
 2. ``python -m eagle.evaluation.speed``: compare answer files (speedup, τ, tokens/s, per
    category) as a table, JSON and an optional plot.
 
-Modules: ``questions`` (question sets), ``chat`` (prompts), ``methods`` (what is timed),
+Modules: ``methods`` (what is timed),
 ``runner`` (the resumable answer loop), ``answers`` (answer-file format), ``metrics`` (the
-numbers), ``speed`` and ``plot`` (the report).
+numbers), ``speed`` and ``plot`` (the report). Question sets come from ``eagle.benchmarks``
+and prompts from the chat layer ``eagle.chat`` (the template registry data generation and the
+web UI use too).
 """

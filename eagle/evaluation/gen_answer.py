@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from eagle.benchmarks import bench_label, load_questions
+from eagle.chat.formatter import ChatFormatter
+from eagle.chat.templates import AUTO, add_template_flag, check_template_name
 from eagle.evaluation.answers import RecordedSettings, answered_ids
-from eagle.evaluation.chat import ChatFormatter, check_template
 from eagle.evaluation.methods import (
     DEVICES,
     DTYPES,
@@ -36,7 +38,6 @@ from eagle.evaluation.methods import (
     check_methods,
     resolved_device,
 )
-from eagle.evaluation.questions import bench_label, load_questions
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
 from eagle.input_checks import (
     NON_NEGATIVE,
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
     try:
         run, models = run_config(args), model_config(args, names)
         check_methods(names, models)
-        check_template(args.template)
+        check_template_name(args.template)
         paths = answer_files(args, names)
         shared = run_settings(args)
         for model_id, path in paths.values():
@@ -166,12 +167,7 @@ def _add_question_flags(group: argparse._ArgumentGroup, template: str | None) ->
         help="answer file, appended to and resumed; must contain {method} with several "
         f"methods (default: {ANSWER_ROOT}/BENCH/MODEL_ID-temperature-T.jsonl)",
     )
-    group.add_argument(
-        "--template",
-        default=template,
-        help="FastChat conversation template name "
-        f"(default: {template or 'the tokenizer chat template'})",
-    )
+    add_template_flag(group, template or AUTO)
 
 
 def _add_generation_flags(group: argparse._ArgumentGroup) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eagle.chat.formatter import common_prefix
 from eagle.evaluation.answers import Answer
 
 QuestionId = int | str
@@ -137,14 +138,6 @@ def agreement(
                 prefix_chars += common_prefix(text, base_text)
                 base_chars += len(base_text)
     return Agreement(turns, same_text, same_tokens, prefix_chars, base_chars)
-
-
-def common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix of two strings."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:  # the common case, at C speed
-        return n
-    return next(i for i in range(n) if a[i] != b[i])
 
 
 def compare(

@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from eagle.benchmarks import Question
+from eagle.chat.formatter import ChatFormatter
+from eagle.chat.templates import Message
 from eagle.evaluation.answers import (
     Choice,
     RecordedSettings,
@@ -25,9 +28,7 @@ from eagle.evaluation.answers import (
     append_answer,
     make_answer,
 )
-from eagle.evaluation.chat import ChatFormatter, Message
 from eagle.evaluation.methods import Generation, Method, Settings
-from eagle.evaluation.questions import Question
 
 WARMUP_PROMPT = "Say hello and introduce yourself in one sentence."
 WARMUP_MAX_NEW_TOKENS = 32

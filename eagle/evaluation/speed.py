@@ -21,6 +21,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from eagle.benchmarks import load_questions
 from eagle.evaluation.answers import (
     Answer,
     RecordedSettings,
@@ -29,7 +30,6 @@ from eagle.evaluation.answers import (
     shared_settings,
 )
 from eagle.evaluation.metrics import QuestionId, Report, Summary, compare
-from eagle.evaluation.questions import load_questions
 
 DESCRIPTION = (
     "Speedup, tau and tokens/s of EAGLE (and other) answer files against a baseline answer "

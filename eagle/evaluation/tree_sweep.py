@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.questions < 1 or args.max_new_token < 1:
         parser.error("--questions and --max-new-token must be >= 1")
 
-    from eagle.evaluation.chat import ChatFormatter
-    from eagle.evaluation.questions import load_questions
+    from eagle.benchmarks import load_questions
+    from eagle.chat.formatter import ChatFormatter
     from eagle.model import shipped
     from eagle.model.ea_model import EaModel
 

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from eagle.evaluation.questions import load_questions
+from eagle.benchmarks import load_questions
+from eagle.chat.templates import resolve_template
 from eagle.ge_data.capture import (
     STORAGE_DTYPES,
     CaptureSettings,
@@ -63,7 +64,6 @@ from eagle.ge_data.sharegpt import (
     load_sharegpt,
     with_unique_ids,
 )
-from eagle.ge_data.templates import resolve_template
 from eagle.ge_data.vocab import write_vocab
 
 logger = logging.getLogger("eagle.ge_data")

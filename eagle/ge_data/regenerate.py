@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from eagle.chat.templates import ChatTemplate, prompt_ids
 from eagle.ge_data.sharegpt import (
     ASSISTANT,
     USER,
@@ -47,7 +48,6 @@ from eagle.ge_data.sharegpt import (
     iter_raw_records,
     normalize_record,
 )
-from eagle.ge_data.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 _SHAREGPT_ROLES = {"system": "system", USER: "human", ASSISTANT: "gpt"}
@@ -80,9 +80,7 @@ class ChatTarget:
     pad_id: int
 
     def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = self.template.render(messages, add_generation_prompt=True)
-        encoded = self.tokenizer(text, add_special_tokens=self.template.add_special_tokens)
-        return list(encoded["input_ids"])
+        return prompt_ids(self.tokenizer, self.template, messages)
 
 
 @dataclass

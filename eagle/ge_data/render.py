@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
+from eagle.chat.templates import ChatTemplate, resolve_template
 from eagle.ge_data.sharegpt import ASSISTANT, Conversation
-from eagle.ge_data.templates import ChatTemplate, resolve_template
 
 POLICIES = ("truncate", "drop")
 

@@ -100,15 +100,15 @@ def end_to_end_tau(
     model: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int, template: str = "auto"
 ) -> EndToEnd:
     """Greedy ``eagenerate`` on each prompt (chat-rendered); tau over all of them."""
-    from eagle.ge_data.templates import resolve_template
+    from eagle.chat.templates import prompt_ids, resolve_template
 
     chat = resolve_template(template, model.tokenizer)
     new_tokens = steps = 0
     start = time.perf_counter()
     for messages in prompts:
-        text = chat.render(messages, add_generation_prompt=True)
-        encoded = model.tokenizer(text, add_special_tokens=chat.add_special_tokens)
-        ids = torch.tensor([encoded["input_ids"]], device=model.target.device)
+        ids = torch.tensor(
+            [prompt_ids(model.tokenizer, chat, messages)], device=model.target.device
+        )
         _, new, idx = model.eagenerate(
             ids, temperature=0.0, max_new_tokens=max_new_tokens, log=True
         )

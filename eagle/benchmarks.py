@@ -1,5 +1,8 @@
 """Benchmark question sets: MT-bench, HumanEval and user-given FastChat question files.
 
+Evaluation asks these questions; data generation keeps their prompts out of the training data
+(``--exclude-mt-bench``, ``--exclude-humaneval``), so the loader sits below both.
+
 A question is an id, a category and one or more user turns. Three sources:
 
 - ``mt_bench``: FastChat's MT-bench ``question.jsonl`` (80 questions, 2 turns, 8 categories),
