@@ -188,6 +188,45 @@ def run_regeneration(
     return [regenerated[c.id] for c in conversations if c.id in regenerated]
 
 
+def answers_in_one_pass(args: argparse.Namespace, outdir: Path, manifest: dict[str, Any]) -> bool:
+    """Regenerated first turns, answered greedily, are stored as they are decoded
+    (`eagle.ge_data.onpolicy`): no second forward over the conversation. Not when the
+    regenerated file holds answers this folder has not stored (an earlier ``--regen-only``
+    run, or another folder's): those are captured as they are."""
+    if args.max_turns != 1 or args.regen_temperature > 0.0 or args.regen_only:
+        return False
+    if args.num_parts is not None:
+        return False
+    written, _ = read_regenerated(regen_output(args))
+    return written <= set(stored_ids(outdir, manifest))
+
+
+def run_one_pass(
+    args: argparse.Namespace,
+    chat: ChatTarget,
+    conversations: list[Conversation],
+    writer: ShardWriter,
+    aux: tuple[int, ...] | None,
+) -> None:
+    """Answer the first turns and store their features in the same pass."""
+    from eagle.ge_data.onpolicy import OnPolicySettings, answer_conversations
+
+    capture = CaptureSettings(
+        aux_layers=aux,
+        feature_dtype=STORAGE_DTYPES[args.feature_dtype],
+        target_topk=args.target_topk,
+        store_hidden=stores_hidden(args),
+    )
+    settings = OnPolicySettings(args.regen_max_new_tokens, args.max_len, args.regen_batch_size)
+    with tqdm(
+        total=len(conversations), desc="answer+capture", unit="conv", disable=args.quiet
+    ) as bar:
+        stats = answer_conversations(
+            chat, conversations, writer, capture, settings, regen_output(args), progress=bar
+        )
+    logger.info("%s -> %s", stats.summary(), regen_output(args))
+
+
 def _rendered(
     args: argparse.Namespace,
     tokenizer: Any,
@@ -286,7 +325,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_name = part_manifest_name(args.part)
     manifest = open_manifest(outdir, manifest_name, settings)  # checked before regenerating
-    if args.regenerate:
+    one_pass = args.regenerate and answers_in_one_pass(args, outdir, manifest)
+    if args.regenerate and not one_pass:
         chat = chat_target(target, tokenizer, template)
         conversations = run_regeneration(args, chat, conversations)
         if args.regen_only:
@@ -295,7 +335,11 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     write_manifest(outdir / manifest_name, manifest)
     prefix = "shard-" if args.part is None else f"shard-part{args.part}-"
     writer = ShardWriter(outdir, manifest, outdir / manifest_name, prefix, args.shard_tokens)
-    run_capture(args, target, tokenizer, template, conversations, writer, aux)
+    if one_pass:
+        chat = chat_target(target, tokenizer, template)
+        run_one_pass(args, chat, conversations, writer, aux)
+    else:
+        run_capture(args, target, tokenizer, template, conversations, writer, aux)
     return finish(outdir, writer, args)
 
 

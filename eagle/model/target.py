@@ -161,6 +161,48 @@ class TargetModel:
         )
         return torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1)
 
+    def forward_rows(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        visible: Tensor,
+        cache: DynamicCache,
+        feature_layers: tuple[int, ...],
+        logits: bool,
+    ) -> tuple[Tensor | None, Tensor]:
+        """One cached forward of a batch of rows, each with its own positions and visibility.
+
+        input_ids / position_ids [B, n]; visible [B, n, past + n] bool (True: query may attend
+        to that cache slot; every query must see at least itself). Returns (logits [B, n, V]
+        float, or None when ``logits`` is False) and features [B, n, F] (the given
+        hidden_states concatenated, in the model dtype). The cache grows by n slots per row.
+        """
+        mask = visible[:, None]
+        if self.attention == "eager":
+            blocked = torch.finfo(self.dtype).min
+            mask = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device).masked_fill(
+                ~mask, blocked
+            )
+        extra = {} if logits or not self.accepts_logits_to_keep else {"logits_to_keep": 1}
+        out = self.model(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=mask,
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=True,
+            **extra,
+        )
+        features = torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1)
+        return (out.logits.float() if logits else None), features
+
+    @staticmethod
+    def keep_batch_rows(cache: DynamicCache, rows: Tensor) -> None:
+        """Keep only the given batch rows [R] (long) of every cache layer, in that order."""
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, rows)
+            layer.values = layer.values.index_select(0, rows)
+
     def generate_batch(
         self,
         input_ids: Tensor,

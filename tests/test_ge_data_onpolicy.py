@@ -1,0 +1,110 @@
+"""On-policy capture in one pass (eagle.ge_data.onpolicy) against its slow reference: each prompt
+decoded alone by full recomputation, then captured by the ordinary capture forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eagle.ge_data.capture import CaptureSettings
+from eagle.ge_data.onpolicy import OnPolicySettings, answer_batch, reference_samples
+from tests.helpers import VOCAB, make_target
+
+
+def _prompts(seed: int, count: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 14, (count,), generator=g).tolist()
+    return [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def _frequent_tokens(target, prompts, settings, capture, how_many: int) -> set[int]:
+    """Tokens the target emits often without stops: as end ids they end answers at varied
+    lengths, so rows leave the batch at different steps."""
+    free = answer_batch(target, prompts, set(), 0, capture, settings, torch.float32)
+    counts = torch.bincount(torch.cat([s.answer_ids for s in free]), minlength=VOCAB)
+    return set(counts.topk(how_many).indices.tolist())
+
+
+@pytest.mark.parametrize(
+    ("arch", "attn", "aux"),
+    [("llama", "sdpa", (1, 2, 3)), ("qwen3", "sdpa", (1, 2, 3)), ("llama", "eager", None)],
+)
+def test_one_pass_equals_decode_then_capture(arch, attn, aux):
+    target = make_target(arch, seed=1, attn=attn)
+    capture = CaptureSettings(aux, torch.float32, target_topk=5)
+    settings = OnPolicySettings(max_new_tokens=12, max_len=22, batch_size=8)
+    prompts = _prompts(seed=2, count=6)
+    eos = _frequent_tokens(target, prompts, settings, capture, how_many=2)
+    fast = answer_batch(target, prompts, eos, 0, capture, settings, torch.float32)
+    slow = reference_samples(target, prompts, eos, capture, settings)
+    lengths = {s.answer_ids.numel() for s in fast}
+    assert len(lengths) > 1, "the end ids should stop rows at different steps"
+    assert any(s.ended for s in fast) and not all(s.ended for s in fast)
+    for f, s in zip(fast, slow, strict=True):
+        assert torch.equal(f.input_ids, s.input_ids)
+        assert f.prompt_len == s.prompt_len and f.ended == s.ended
+        assert torch.equal(f.loss_mask, s.loss_mask)
+        assert torch.allclose(f.features, s.features, atol=1e-4, rtol=1e-4)
+        assert torch.equal(f.topk.ids, s.topk.ids)
+        assert torch.allclose(f.topk.probs.float(), s.topk.probs.float(), atol=2e-3)
+
+
+def test_budget_and_max_len_cut_answers():
+    target = make_target("llama", seed=3)
+    capture = CaptureSettings(None, torch.float32, target_topk=0)
+    prompts = [[5, 6, 7], [8] * 9]
+    out = answer_batch(target, prompts, set(), 0, capture, OnPolicySettings(6, max_len=12))
+    assert [s.answer_ids.numel() for s in out] == [6, 3]
+    assert not any(s.ended for s in out)
+    assert all(s.topk is None for s in out)
+    assert [s.features.shape[0] for s in out] == [9, 12]
+
+
+def test_a_prompt_at_max_len_is_refused():
+    target = make_target("llama", seed=3)
+    capture = CaptureSettings(None, torch.float32)
+    with pytest.raises(ValueError, match="max_len"):
+        answer_batch(target, [[4] * 8], set(), 0, capture, OnPolicySettings(4, max_len=8))
+
+
+def test_ge_data_answers_first_turns_in_one_pass(tmp_path):
+    """`python -m eagle.ge_data --regenerate --max-turns 1` stores what the target decoded: the
+    prompt rendered with the generation prompt, then the greedy answer ids up to the end id,
+    with the loss on the answer; the JSON lines hold the answer text; a rerun stores nothing
+    twice."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from eagle.ge_data.main import main
+    from tests.helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
+
+    save_chat_target_dir(make_model("llama", seed=3), tmp_path / "target")
+    write_jsonl(tmp_path / "data.jsonl", word_conversations(5, seed=1))
+    argv = [
+        "--base-model-path", str(tmp_path / "target"), "--data", str(tmp_path / "data.jsonl"),
+        "--outdir", str(tmp_path / "out"), "--dtype", "float32", "--regenerate",
+        "--max-turns", "1", "--regen-max-new-tokens", "6", "--regen-batch-size", "2",
+        "--variants", "eagle3", "--aux-layers", "1,2,3", "--target-topk", "4", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_samples"] == 5
+    shard = load_file(tmp_path / "out" / manifest["shards"][0]["file"])
+    records = [json.loads(line) for line in (tmp_path / "out" / "regenerated.jsonl").open()]
+    assert len(records) == 5
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "target")
+    offsets = shard["offsets"].tolist()
+    answers = {r["conversations"][1]["value"] for r in records}
+    for i in range(5):
+        ids = shard["input_ids"][offsets[i] : offsets[i + 1]].long()
+        mask = shard["loss_mask"][offsets[i] : offsets[i + 1]].bool()
+        answer = ids[mask].tolist()
+        assert 1 <= len(answer) <= 6 and not mask[: mask.int().argmax()].any()
+        text = tokenizer.decode([t for t in answer if t != 2], skip_special_tokens=True).strip()
+        assert text in answers
+    assert shard["aux"].shape == (offsets[-1], 3 * 32) and "hidden" not in shard
+    assert main(argv) == 0  # resumed: everything is stored already
+    again = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert again["num_samples"] == 5 and len(again["shards"]) == len(manifest["shards"])
