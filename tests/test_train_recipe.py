@@ -51,16 +51,20 @@ def _commands(tmp_path, capsys, *extra):
     return capsys.readouterr().out.strip().splitlines()
 
 
-def test_first_chunk_regenerates_validation_and_trains_from_scratch(tmp_path, campaign, capsys):
-    val, data, stable, anneal = _commands(tmp_path, capsys)
+def test_first_chunk_answers_validation_and_trains_from_scratch(tmp_path, campaign, capsys):
+    pools, val, data, stable, anneal = _commands(tmp_path, capsys)
+    assert pools.startswith("# pools") and str(tmp_path / "pool-val.jsonl") in pools
     assert val.startswith("python -m eagle.ge_data ") and "--regenerate" in val
-    assert "--split val" in val and f"--regen-output {campaign / 'val.jsonl'}" in val
+    assert f"--data {tmp_path}/pool-val.jsonl" in val and "--max-turns 1" in val
+    assert f"--regen-output {campaign / 'val.jsonl'}" in val
     assert "--variants eagle1,eagle3" in val  # last hidden state kept: exact validation
-    assert "--regenerate" not in data and "--split train" in data and "--offset 0 " in data
-    assert "--target-topk 32" in data and "--exclude-mt-bench" in data
-    assert "--exclude-humaneval" in data
+    assert f"--data {tmp_path}/pool-train.jsonl" in data and "--offset 0 " in data
+    assert "--regenerate" in data and "--max-turns 1" in data  # on-policy, one pass
+    assert f"--regen-output {tmp_path}/answers-c0.jsonl" in data
+    assert "--target-topk 32" in data and f"--limit {recipe.CHUNK_CONVERSATIONS}" in data
     assert stable.startswith("python -m eagle.train.main ") and "--init-head" not in stable
     assert "--schedule constant" in stable and f"--val-data {tmp_path}/val" in stable
+    assert f"--lr {recipe.STABLE_LR}" in stable and f"--lr {recipe.STABLE_LR}" in anneal
     assert "--schedule linear" in anneal and "--max-steps" in anneal
     assert anneal.endswith(f"--init-head {tmp_path}/stable-c0/head")
 
@@ -71,10 +75,33 @@ def test_later_chunks_take_the_next_slice_and_continue_the_stable_head(tmp_path,
     (campaign / "stable").mkdir()
     (campaign / "stable" / "model.safetensors").write_text("")
     (campaign / "curve.jsonl").write_text(json.dumps({"chunk": 0}) + "\n")
-    val, data, stable, _ = _commands(tmp_path, capsys)
+    _, val, data, stable, _ = _commands(tmp_path, capsys)
     assert "--regenerate" not in val and f"--data {campaign / 'val.jsonl'}" in val
     assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and "data-c1" in data
+    assert "answers-c1.jsonl" in data
     assert stable.endswith(f"--init-head {campaign / 'stable'}")
+
+
+def test_pools_leave_out_v1_training_and_split_by_chat(tmp_path, monkeypatch):
+    """The pools hold first turns only, the two sides never share a source chat, and no
+    conversation of v1's selection (the first V1_SELECTION of the unsplit shuffle)."""
+    from eagle.ge_data import sharegpt
+    from tests.helpers import word_conversations, write_jsonl
+
+    records = word_conversations(40, seed=3)
+    for i, record in enumerate(records):
+        record["id"] = f"chat{i}_0"
+    write_jsonl(tmp_path / "src.jsonl", records)
+    monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
+    monkeypatch.setattr(recipe, "V1_SELECTION", 10)
+    train, val = recipe.write_pools(tmp_path / "w")
+    read = [[json.loads(x) for x in p.read_text().splitlines()] for p in (train, val)]
+    ids = [{r["id"] for r in rows} for rows in read]
+    v1, _ = sharegpt.load_sharegpt(tmp_path / "src.jsonl", limit=10, seed=0, openings_only=True)
+    assert not ids[0] & ids[1] and not (ids[0] | ids[1]) & {c.id for c in v1}
+    assert len(ids[0] | ids[1]) == 30
+    assert all(sharegpt.split_of(i) == "val" for i in ids[1])
+    assert all(len(r["conversations"]) == 2 for rows in read for r in rows)
 
 
 def test_a_later_chunk_needs_the_stable_head(tmp_path, campaign):

@@ -4,20 +4,28 @@ The shipped head ``eagle/model/heads/smollm2-135m-instruct-eagle3`` is trained o
 sessions of a 2-core CPU. Each run of this command does the next *chunk*, every stage resumable,
 so the same command continues an interrupted run:
 
-1. validation data (``WORKDIR/val``): the fixed validation set, the target's own greedy answers
-   to the first turns of held-out ShareGPT chats (``--split val``: one source chat in 64, by a
-   hash of its id, never trained on). The answers are regenerated once and committed
-   (``CAMPAIGN/val-regenerated.jsonl``), so a new machine only captures their features;
-2. chunk data (``WORKDIR/data-cN``): ``CHUNK_CONVERSATIONS`` ShareGPT conversations with their
-   own answers (all turns, up to ``MAX_LEN`` tokens; capture is 4-5x cheaper per loss token
-   than regeneration), the next slice of one seeded selection of the training side, MT-bench
-   and HumanEval prompts kept out. Stored: the three EAGLE-3 layers in bf16 and the target's
-   top-32 next-token distribution; the draft vocabulary is counted on the target's argmax;
+0. pools (``WORKDIR/pool-train.jsonl``, ``WORKDIR/pool-val.jsonl``): the first turns of ShareGPT
+   chats that open their source chat, MT-bench and HumanEval prompts kept out, shuffled with
+   seed 0, split by a hash of the chat id (``--split``: one source chat in 64 is validation),
+   and without every conversation the v1 head was trained on (its selection: the first 4,000
+   of the same shuffle before the split existed), so the validation set is unseen by every
+   head of the campaign;
+1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
+   regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
+   captures their features;
+2. chunk data (``WORKDIR/data-cN``): the next ``CHUNK_CONVERSATIONS`` prompts of the training
+   pool answered by the target itself (greedy, at most 256 new tokens) and captured in the same
+   pass (``eagle.ge_data.onpolicy``). On-policy answers, because a head trained on ShareGPT's
+   own answers lost acceptance on the target's answers (campaign chunk 0, off-policy:
+   validation top-1 0.403 for v1, 0.36 after one epoch at lr 6e-4 and 0.30 at 2e-3); the
+   one-pass decode makes them cost about as much as a capture did. Stored: the three EAGLE-3
+   layers in bf16 and the target's top-32 next-token distribution;
 3. stable phase (``WORKDIR/stable-cN``): constant learning rate after a short warm-up, from the
    committed stable head (``CAMPAIGN/stable``; it keeps its draft vocabulary), or from random
    weights when there is none (a rebuild from nothing: delete ``CAMPAIGN/stable``). The
-   campaign's chunk 0 started from the v1 head of the earlier recipe (git 96ff2db), copied to
-   ``CAMPAIGN/stable``. The validation set is scored after every epoch;
+   on-policy campaign's chunk 0 started from the v1 head of the earlier recipe (git 96ff2db),
+   copied to ``CAMPAIGN/stable``. Peak learning rate ``STABLE_LR``. The validation set is
+   scored after every epoch;
 4. anneal (``WORKDIR/anneal-cN``): a copy of the stable head with the learning rate decayed
    linearly to 0 over ``ANNEAL_STEPS`` steps of the same chunk. Only the annealed head is a
    candidate for shipping; the stable head is what the next chunk continues (a
@@ -59,14 +67,19 @@ from eagle.model.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 HERE = Path(__file__).parent
 CONFIG = HERE / "configs" / "smollm2_eagle3.json"
 CAMPAIGN = HERE / "campaign"
-VAL_ANSWERS = CAMPAIGN / "val-regenerated.jsonl"
+VAL_ANSWERS = CAMPAIGN / "val-answers.jsonl"
 STABLE = CAMPAIGN / "stable"
 CURVE = CAMPAIGN / "curve.jsonl"
 SHIPPED = HERE.parent / "model" / "heads" / "smollm2-135m-instruct-eagle3"
 TARGET = "smollm2-135m-instruct"
-CHUNK_CONVERSATIONS = 1500
+CHUNK_CONVERSATIONS = 1000
 MAX_LEN = 768
-VAL_CONVERSATIONS = 48
+NEW_TOKENS = 256  # most tokens of an answer
+ANSWER_BATCH = 64  # prompts answered together (one-pass decode)
+# Continuing a trained head, 6e-4 kept more of it than the config's 2e-3 (one epoch from v1,
+# off-policy chunk 0: validation top-1 0.36 against 0.30).
+STABLE_LR = 6e-4
+V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
 TARGET_TOPK = 32
 DRAFT_VOCAB = 8192
 ANNEAL_STEPS = 60
@@ -104,33 +117,66 @@ def _capture_flags(dtype: str, threads: int | None) -> list[str]:
     return flags + (["--threads", str(threads)] if threads else [])
 
 
+def write_pools(workdir: Path) -> tuple[Path, Path]:
+    """Write the training and validation pools (ShareGPT JSON lines, first turns, selection
+    order) unless they exist; see stage 0 in the module docstring."""
+    from eagle.benchmarks import load_questions
+    from eagle.ge_data.regenerate import to_record
+    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
+
+    paths = workdir / "pool-train.jsonl", workdir / "pool-val.jsonl"
+    if all(p.exists() for p in paths):
+        return paths
+    excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
+    source = bundled_sharegpt_path()
+    common = {"seed": 0, "exclude_prompts": excluded, "openings_only": True}
+    v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)
+    seen = {c.id for c in v1}
+    workdir.mkdir(parents=True, exist_ok=True)
+    for path, split in zip(paths, ("train", "val"), strict=True):
+        chats, _ = load_sharegpt(source, split=split, **common)
+        lines = [
+            json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n"
+            for c in chats
+            if c.id not in seen
+        ]
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(lines), encoding="utf-8")
+        partial.replace(path)
+    return paths
+
+
+def _answer_flags(answers: Path, max_len: int) -> list[str]:
+    return [
+        "--max-turns", "1", "--max-len", str(max_len), "--regenerate",
+        "--regen-max-new-tokens", str(NEW_TOKENS), "--regen-batch-size", str(ANSWER_BATCH),
+        "--regen-output", str(answers),
+    ]  # fmt: skip
+
+
 def val_args(workdir: Path, dtype: str, threads: int | None, regenerate: bool) -> list[str]:
-    """The validation set: regenerated once (into CAMPAIGN), captured on every machine.
+    """The validation set: answered once (into CAMPAIGN), captured on every machine.
 
     Its features keep the last hidden state, so validation scores every position against the
     target's full-vocabulary argmax.
     """
     common = ["--outdir", str(workdir / "val"), "--variants", "eagle1,eagle3"]
+    common += _capture_flags(dtype, threads)
     if regenerate:
-        return common + _capture_flags(dtype, threads) + [
-            "--data", "sharegpt", "--split", "val", "--seed", "0", "--limit",
-            str(VAL_CONVERSATIONS), "--distinct-openings", "--max-turns", "1", "--max-len",
-            "1024", "--exclude-mt-bench", "--exclude-humaneval", "--regenerate",
-            "--regen-max-new-tokens", "256", "--regen-batch-size", str(VAL_CONVERSATIONS),
-            "--regen-output", str(VAL_ANSWERS),
-        ]  # fmt: skip
-    return common + _capture_flags(dtype, threads) + ["--data", str(VAL_ANSWERS)]
+        pool = str(workdir / "pool-val.jsonl")
+        return [*common, "--data", pool, *_answer_flags(VAL_ANSWERS, 1024)]
+    return [*common, "--data", str(VAL_ANSWERS), "--max-len", "1024"]
 
 
 def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> list[str]:
-    """Chunk ``chunk`` of the training data: the next slice of one seeded selection."""
+    """Chunk ``chunk`` of the training data: the next slice of the training pool, answered by
+    the target and captured in one pass."""
     return [
         *_capture_flags(dtype, threads),
-        "--outdir", str(workdir / f"data-c{chunk}"), "--data", "sharegpt", "--split", "train",
-        "--seed", "0", "--distinct-openings", "--offset", str(chunk * CHUNK_CONVERSATIONS),
-        "--limit", str(CHUNK_CONVERSATIONS), "--max-len", str(MAX_LEN), "--exclude-mt-bench",
-        "--exclude-humaneval", "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
-        "--batch-size", "8", "--batch-tokens", "4096",
+        "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / "pool-train.jsonl"),
+        "--offset", str(chunk * CHUNK_CONVERSATIONS), "--limit", str(CHUNK_CONVERSATIONS),
+        "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
+        *_answer_flags(workdir / f"answers-c{chunk}.jsonl", MAX_LEN),
     ]  # fmt: skip
 
 
@@ -145,7 +191,7 @@ def _train_common(workdir: Path, chunk: int, cpdir: Path, dtype: str) -> list[st
 def stable_args(workdir: Path, chunk: int, dtype: str, epochs: int, init: Path | None) -> list[str]:
     """The stable phase: constant learning rate after the config's warm-up."""
     args = _train_common(workdir, chunk, workdir / f"stable-c{chunk}", dtype)
-    args += ["--schedule", "constant", "--epochs", str(epochs)]
+    args += ["--schedule", "constant", "--epochs", str(epochs), "--lr", str(STABLE_LR)]
     return args + (["--init-head", str(init)] if init is not None else [])
 
 
@@ -155,7 +201,7 @@ def anneal_args(workdir: Path, chunk: int, dtype: str) -> list[str]:
     return [
         *args,
         "--schedule", "linear", "--warmup-steps", "10", "--max-steps", str(ANNEAL_STEPS),
-        "--init-head", str(workdir / f"stable-c{chunk}" / "head"),
+        "--lr", str(STABLE_LR), "--init-head", str(workdir / f"stable-c{chunk}" / "head"),
     ]  # fmt: skip
 
 
@@ -259,9 +305,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         ("eagle.train.main", workdir / f"anneal-c{chunk}", anneal_args(workdir, chunk, dtype)),
     ]  # fmt: skip
     if args.print_commands:
+        print(f"# pools (in process): {workdir / 'pool-train.jsonl'} {workdir / 'pool-val.jsonl'}")
         for module, _, stage_args in stages:
             print(f"python -m {module} " + shlex.join(stage_args))
         return None
+    write_pools(workdir)
     seconds = {}
     for module, folder, stage_args in stages:
         if stage_done(folder, stage_args):
