@@ -20,7 +20,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eagle.ge_data import allocation, capture
-from eagle.ge_data.capture import plan_batches
+from eagle.ge_data.batching import bucket_by_length
 from eagle.ge_data.main import load_conversations, main
 from eagle.ge_data.manifest import target_fingerprint
 from eagle.ge_data.options import build_parser, validate
@@ -246,8 +246,9 @@ def test_length_policies(files, tmp_path, policy):
 
 def test_batches_respect_sample_and_token_limits():
     lengths = [5, 50, 7, 30, 60, 2]
-    assert plan_batches(lengths, batch_size=2, batch_tokens=100) == [[4], [1, 3], [2, 0], [5]]
-    assert plan_batches(lengths, batch_size=8, batch_tokens=10) == [[4], [1], [3], [2], [0, 5]]
+    assert bucket_by_length(range(6), lengths, 2, 100) == [[4], [1, 3], [2, 0], [5]]
+    assert bucket_by_length(range(6), lengths, 8, 10) == [[4], [1], [3], [2], [0, 5]]
+    assert bucket_by_length([5, 0, 2], lengths, 8, None) == [[2, 0, 5]]
 
 
 def test_parts_merge_to_the_one_process_result(files, one_shot, tmp_path):

@@ -12,7 +12,6 @@ from helpers import make_model, save_chat_target_dir, word_conversations, write_
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eagle.ge_data.main import main
-from eagle.ge_data.regenerate import left_pad
 from eagle.ge_data.sharegpt import Conversation, with_unique_ids
 
 NUM = 6
@@ -123,12 +122,6 @@ def test_regenerated_conversations_are_captured(files, one_shot, tmp_path):
     assert manifest["regenerated"]["max_new_tokens"] == NEW_TOKENS
     assert manifest["regenerated"]["file"] == str((one_shot / "regenerated.jsonl").resolve())
     assert manifest["num_samples"] == NUM
-
-
-def test_left_padding():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_ids_are_made_unique_for_resuming():

@@ -16,9 +16,10 @@ that distribution.
 
 Design choices:
 - One forward per batch asks for every needed layer at once (``hidden_states[-1]`` and the
-  EAGLE-3 layers). Samples are right-padded; a window of a few batches is sorted by length
-  before being cut into batches (at most ``batch_size`` samples and ``batch_tokens`` padded
-  tokens), which keeps padding small, and the window is then stored in input order.
+  EAGLE-3 layers). Samples are right-padded; a window of a few batches is cut into batches of
+  similar length (``batching.bucket_by_length``: at most ``batch_size`` samples and
+  ``batch_tokens`` padded tokens), which keeps padding small, and the window is then stored in
+  input order.
 - Shards are written to a temporary name and renamed, then the manifest is rewritten, so a crash
   leaves only complete shards listed. Resuming skips samples by id (the ids are stored in each
   shard), so no sample is ever stored twice.
@@ -43,6 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from eagle.ge_data.batching import bucket_by_length, pad_rows
 from eagle.ge_data.manifest import write_manifest
 from eagle.ge_data.render import RenderedExample
 from eagle.ge_data.vocab import (
@@ -86,34 +88,6 @@ class StoredSample:
     topk: TopK | None = None  # the target's top-K distribution, or None
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
-    """Group sample indices into batches, longest first, within the size and token limits.
-
-    A batch's cost is its padded size: (number of samples) x (longest length).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    for i in order:
-        current = batches[-1] if batches else []
-        fits = 0 < len(current) < batch_size
-        if fits and (len(current) + 1) * lengths[current[0]] <= batch_tokens:
-            current.append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def right_pad(rows: Sequence[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
-    """Token rows of lengths L_b -> (input_ids [B, max L], attention_mask [B, max L])."""
-    width = max(int(row.numel()) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, : row.numel()] = row
-        mask[b, : row.numel()] = 1
-    return ids, mask
-
-
 def target_topk(lm_head: Any, last: Tensor, k: int, chunk: int = 1024) -> TopK:
     """The target's top-k next-token distribution from its post-norm last states.
 
@@ -135,7 +109,8 @@ def capture_batch(
 ) -> list[tuple[Tensor | None, Tensor | None, TopK | None]]:
     """One forward of a right-padded batch -> per sample (hidden [L, H] or None, aux [L, 3H]
     or None, top-k distribution or None)."""
-    ids, mask = right_pad([e.input_ids for e in examples])
+    ids = pad_rows([e.input_ids for e in examples])
+    mask = pad_rows([torch.ones_like(e.input_ids) for e in examples])
     raw = target.capture(ids.to(target.device), mask.to(target.device), settings.layers)
     width = target.hidden_size
     features = raw.to(settings.feature_dtype).cpu()  # [B, L, H * (1 + aux layers)]
@@ -281,7 +256,10 @@ def capture_to_shards(
     for window in _windows(examples, settings.batch_size * 4):
         features: dict[int, tuple[Tensor | None, Tensor | None, TopK | None]] = {}
         lengths = [e.input_ids.numel() for e in window]
-        for batch in plan_batches(lengths, settings.batch_size, settings.batch_tokens):
+        batches = bucket_by_length(
+            range(len(window)), lengths, settings.batch_size, settings.batch_tokens
+        )
+        for batch in batches:
             captured = capture_batch(target, [window[i] for i in batch], settings)
             for i, feature in zip(batch, captured, strict=True):
                 features[i] = feature

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eagle.ge_data.batching import pad_rows
 from eagle.ge_data.capture import HIDDEN_LAYER, CaptureSettings, TopK, target_topk
 from eagle.ge_data.sharegpt import ASSISTANT, Conversation
 
@@ -118,11 +119,9 @@ def answer_batch(
             )
         budget = budget.clamp(max=settings.max_len - lengths)
     rows, span = len(prompts), int(lengths.max())
-    ids = torch.full((rows, span), pad_id, dtype=torch.long)
-    real = torch.zeros(rows, span, dtype=torch.bool)
-    for b, prompt in enumerate(prompts):
-        ids[b, span - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-        real[b, span - len(prompt) :] = True
+    prompt_rows = [torch.tensor(list(prompt), dtype=torch.long) for prompt in prompts]
+    ids = pad_rows(prompt_rows, value=pad_id, left=True)  # [B, span]
+    real = pad_rows([torch.ones_like(row, dtype=torch.bool) for row in prompt_rows], left=True)
     positions = (real.long().cumsum(1) - 1).clamp(min=0)
 
     cache = target.new_cache()

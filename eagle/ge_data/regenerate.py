@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from eagle.chat.templates import ChatTemplate, prompt_ids
+from eagle.ge_data.batching import pad_rows
 from eagle.ge_data.sharegpt import (
     ASSISTANT,
     USER,
@@ -105,18 +106,6 @@ class RegenStats:
         )
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows -> (input_ids [B, P], attention_mask [B, P]), padded on the left."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        if row:
-            ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[b, width - len(row) :] = 1
-    return ids, mask
-
-
 def _answer_ids(row: list[int], eos_ids: frozenset[int]) -> tuple[list[int], int]:
     """(answer ids before the first end-of-sequence id, number of tokens generated)."""
     for k, token in enumerate(row):
@@ -130,7 +119,9 @@ def generate_answers(
     chat: ChatTarget, prompts: Sequence[list[int]], settings: RegenSettings
 ) -> list[tuple[str, int]]:
     """Answer each prompt (token ids) -> [(answer text, tokens generated)], one batched call."""
-    ids, mask = left_pad(prompts, chat.pad_id)
+    rows = [torch.tensor(prompt, dtype=torch.long) for prompt in prompts]
+    ids = pad_rows(rows, value=chat.pad_id, left=True)  # [B, P]
+    mask = pad_rows([torch.ones_like(row) for row in rows], left=True)  # [B, P]
     device = chat.target.device
     out = chat.target.generate_batch(
         ids.to(device),

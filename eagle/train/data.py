@@ -21,10 +21,11 @@ Design choices:
 - The train/validation split is by sample, from a seeded permutation: deterministic for a given
   seed and sample count, independent of batch size and process count.
 - Batches are planned up front per epoch (seed + epoch), from samples sorted by length within
-  windows so padding stays small, capped by samples and optionally by padded tokens. Each
-  process takes every ``world``-th batch; training batches are trimmed so every process runs
-  the same number of full gradient-accumulation groups. A resumed run re-plans the same epoch
-  and skips the batches already done.
+  windows so padding stays small (``eagle.ge_data.batching.bucket_by_length``, as capture
+  does), capped by samples and optionally by padded tokens. Each process takes every
+  ``world``-th batch; training batches are trimmed so every process runs the same number of
+  full gradient-accumulation groups. A resumed run re-plans the same epoch and skips the
+  batches already done.
 - ``collate`` right-pads to the batch's longest sample plus ``extra`` columns, so the unrolled
   loss can slice ``token_{t+1+s}`` for every step s without bounds checks (pads are masked).
 """
@@ -43,6 +44,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from eagle.ge_data.batching import bucket_by_length, pad_rows
 from eagle.ge_data.manifest import FORMAT, MANIFEST_FILE
 from eagle.ge_data.vocab import VOCAB_FILE, draft_vocab_from_counts
 
@@ -208,31 +210,9 @@ def plan_batches(
     window = 64 * batch_size
     batches: list[list[int]] = []
     for w in range(0, len(order), window):
-        chunk = sorted(order[w : w + window], key=lambda i: -lengths[i])
-        batches.extend(_fill(chunk, lengths, batch_size, batch_tokens))
+        batches += bucket_by_length(order[w : w + window], lengths, batch_size, batch_tokens)
     if shuffle:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
-
-
-def _fill(
-    chunk: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None
-) -> list[list[int]]:
-    """Cut samples sorted by decreasing length into batches (the first sample is the longest)."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in chunk:
-        full = len(current) == batch_size or (
-            batch_tokens is not None
-            and current
-            and lengths[current[0]] * (len(current) + 1) > batch_tokens
-        )
-        if current and full:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
     return batches
 
 
@@ -261,23 +241,16 @@ def collate(samples: list[dict[str, Tensor]], extra: int) -> dict[str, Tensor]:
     longest = int(lengths.max())
     width = longest + extra
     batch = {
-        "input_ids": _pad([s["input_ids"] for s in samples], width),
-        "loss_mask": _pad([s["loss_mask"] for s in samples], width),
+        "input_ids": pad_rows([s["input_ids"] for s in samples], width),
+        "loss_mask": pad_rows([s["loss_mask"] for s in samples], width),
         "lengths": lengths,
     }
     for name in ("hidden", "topk_ids", "topk_probs"):
         if name in samples[0]:
-            batch[name] = _pad([s[name] for s in samples], width)
+            batch[name] = pad_rows([s[name] for s in samples], width)
     if "aux" in samples[0]:
-        batch["aux"] = _pad([s["aux"] for s in samples], longest)
+        batch["aux"] = pad_rows([s["aux"] for s in samples], longest)
     return batch
-
-
-def _pad(rows: list[Tensor], width: int) -> Tensor:
-    out = rows[0].new_zeros((len(rows), width, *rows[0].shape[1:]))
-    for i, row in enumerate(rows):
-        out[i, : row.shape[0]] = row
-    return out
 
 
 # -- draft vocabulary ---------------------------------------------------------------------------
