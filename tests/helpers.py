@@ -177,66 +177,41 @@ def write_feature_data(
     aux_layers: tuple[int, ...] | None = (2, 2, 1),
     draft_vocab_size: int = 64,
     shard_samples: int = 5,
-) -> None:
-    """Write samples with the target's bf16 features as DATA/manifest.json, shards and vocab."""
-    import json
+    target_topk: int = 0,
+):
+    """Store samples as ``eagle.ge_data`` does: the target's bf16 features captured one sample
+    per forward, ``shard_samples`` samples a shard, the manifest and the vocabulary, all through
+    the real writer (``capture``, ``feature_format``, ``vocab``). Returns the manifest."""
     from pathlib import Path
 
-    from safetensors.torch import save_file
-
-    from eagle.ge_data.manifest import target_fingerprint
-    from eagle.ge_data.vocab import draft_vocab_from_counts
+    from eagle.ge_data.capture import CaptureSettings, ShardWriter, capture_to_shards
+    from eagle.ge_data.feature_format import new_manifest, target_info, write_manifest, write_vocab
+    from eagle.ge_data.render import RenderedExample
+    from eagle.ge_data.vocab import build_vocab
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_size = target.vocab_size
-    fingerprint = target_fingerprint(target.config.to_json_string(), target.embed_tokens.weight)
-    shards, counts = [], torch.zeros(vocab_size, dtype=torch.long)
-    for first in range(0, len(samples), shard_samples):
-        part = samples[first : first + shard_samples]
-        name = f"shard-{len(shards):05d}.safetensors"
-        save_file(_shard_tensors(target, part, aux_layers), directory / name)
-        shards.append({"file": name, "samples": len(part), "tokens": sum(len(i) for i, _ in part)})
-        for ids, mask in part:
-            counts += torch.bincount(ids[mask.bool()], minlength=vocab_size)
-    d2t, t2d = draft_vocab_from_counts(counts, draft_vocab_size)
-    tensors = {"counts": counts, "d2t": d2t, "t2d": t2d}
-    save_file(tensors, directory / "vocab.safetensors", metadata={"fingerprint": fingerprint})
-    config = target.config
-    layers = {"hidden": [-1], **({"aux": list(aux_layers)} if aux_layers else {})}
-    manifest = {
-        "format": "eagle-features/1",
-        "target": {
-            "name_or_path": config.name_or_path or "tiny-random", "fingerprint": fingerprint,
-            "num_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
-            "vocab_size": vocab_size,
-        },
-        "template": "none", "max_len": max(len(i) for i, _ in samples), "dtype": "bfloat16",
-        "feature_layers": layers, "num_samples": len(samples),
-        "num_tokens": sum(s["tokens"] for s in shards),
-        "num_loss_tokens": int(sum(m.sum() for _, m in samples)), "shards": shards,
+    settings = {
+        "target": target_info(target, target.config.name_or_path or "tiny-random"),
+        "template": "none", "max_len": max(len(ids) for ids, _ in samples), "dtype": "bfloat16",
+        "feature_layers": {"hidden": [-1], **({"aux": list(aux_layers)} if aux_layers else {})},
+        **({"target_topk": target_topk} if target_topk else {}),
+        "regenerated": None, "source": {"data": "tests/helpers.py greedy_samples"},
     }  # fmt: skip
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
-
-
-def _shard_tensors(target: TargetModel, samples, aux_layers) -> dict[str, torch.Tensor]:
-    hidden, aux = [], []
-    with torch.no_grad():
-        for ids, _ in samples:
-            states = target.model(ids[None], output_hidden_states=True).hidden_states
-            hidden.append(states[-1][0])
-            if aux_layers:
-                aux.append(torch.cat([states[i][0] for i in aux_layers], dim=-1))
-    lengths = torch.tensor([0] + [len(ids) for ids, _ in samples])
-    out = {
-        "input_ids": torch.cat([ids for ids, _ in samples]).int(),
-        "loss_mask": torch.cat([m for _, m in samples]).to(torch.uint8),
-        "offsets": lengths.cumsum(0),
-        "hidden": torch.cat(hidden).bfloat16(),
-    }
-    if aux_layers:
-        out["aux"] = torch.cat(aux).bfloat16()
-    return out
+    manifest = new_manifest(directory, settings)
+    writer = ShardWriter(manifest, shard_tokens=1 << 30)
+    capture = CaptureSettings(aux_layers, batch_size=1, target_topk=target_topk)
+    examples = [
+        RenderedExample(f"s{i}", ids, mask, truncated=False)
+        for i, (ids, mask) in enumerate(samples)
+    ]
+    for first in range(0, len(examples), shard_samples):  # each call ends with one shard
+        capture_to_shards(target, examples[first : first + shard_samples], writer, capture)
+    manifest.complete = True
+    write_manifest(manifest)
+    fingerprint, argmax = manifest.target.fingerprint, writer.argmax_counts
+    write_vocab(directory, build_vocab(writer.counts, draft_vocab_size, fingerprint, argmax))
+    return manifest
 
 
 def save_target_dir(model, directory) -> None:

@@ -16,17 +16,16 @@ from helpers import (
     word_conversations,
     write_jsonl,
 )
-from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eagle.ge_data import allocation, capture
 from eagle.ge_data.batching import bucket_by_length
+from eagle.ge_data.feature_format import open_shard, read_manifest, read_vocab, target_fingerprint
 from eagle.ge_data.main import load_conversations, main
-from eagle.ge_data.manifest import target_fingerprint
 from eagle.ge_data.options import build_parser, validate
 from eagle.ge_data.render import render_example
 from eagle.ge_data.sharegpt import Conversation
-from eagle.ge_data.vocab import draft_vocab_from_counts, read_vocab
+from eagle.ge_data.vocab import draft_vocab_from_counts
 
 NUM_CONVERSATIONS = 12
 
@@ -53,15 +52,15 @@ def generate(files, outdir, *extra: str) -> int:
 
 def read_samples(outdir) -> dict[str, list]:
     """Every stored sample, in storage order: id, input_ids, loss_mask, hidden, aux."""
-    manifest = json.loads((outdir / "manifest.json").read_text())
+    manifest = read_manifest(outdir)
     out: dict[str, list] = {"id": [], "input_ids": [], "loss_mask": [], "hidden": [], "aux": []}
-    for shard in manifest["shards"]:
-        with safe_open(outdir / shard["file"], "pt") as f:
+    for shard in manifest.shards:
+        with open_shard(outdir, shard.file) as f:
             ids = json.loads(f.metadata()["ids"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open)
         bounds = tensors["offsets"].tolist()
-        assert bounds[0] == 0 and bounds[-1] == tensors["input_ids"].numel() == shard["tokens"]
-        assert len(ids) == shard["samples"] == len(bounds) - 1
+        assert bounds[0] == 0 and bounds[-1] == tensors["input_ids"].numel() == shard.tokens
+        assert len(ids) == shard.samples == len(bounds) - 1
         out["id"] += ids
         for key in ("input_ids", "loss_mask", "hidden", "aux"):
             if key in tensors:
@@ -151,8 +150,8 @@ def test_a_crashed_run_resumes_to_the_one_shot_result(files, one_shot, tmp_path,
     with pytest.raises(KeyboardInterrupt):  # batches of 1 in windows of 4: one window is stored
         generate(files, outdir, "--batch-size", "1")
     monkeypatch.setattr(capture, "capture_batch", real)
-    partial = json.loads((outdir / "manifest.json").read_text())
-    assert not partial["complete"] and 4 < partial["num_samples"] < NUM_CONVERSATIONS
+    partial = read_manifest(outdir)
+    assert not partial.complete and 4 < partial.num_samples < NUM_CONVERSATIONS
     assert generate(files, outdir) == 0
     resumed, expected = read_samples(outdir), read_samples(one_shot)
     assert resumed["id"] == expected["id"]  # nothing duplicated, nothing lost, same order
@@ -161,7 +160,11 @@ def test_a_crashed_run_resumes_to_the_one_shot_result(files, one_shot, tmp_path,
     for key in ("hidden", "aux"):
         for a, b in zip(resumed[key], expected[key], strict=True):
             torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=1e-2)
-    assert read_vocab(outdir)[0]["counts"].equal(read_vocab(one_shot)[0]["counts"])
+    assert _vocab(outdir).counts.equal(_vocab(one_shot).counts)
+
+
+def _vocab(outdir):
+    return read_vocab(read_manifest(outdir))
 
 
 def test_resuming_with_other_settings_names_the_flag(files, one_shot, capsys):
@@ -171,9 +174,9 @@ def test_resuming_with_other_settings_names_the_flag(files, one_shot, capsys):
 
 def test_eagle1_only_in_float16(files, tmp_path):
     assert generate(files, tmp_path, "--variants", "eagle1", "--feature-dtype", "float16") == 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["feature_layers"] == {"hidden": [-1]} and manifest["dtype"] == "float16"
-    with safe_open(tmp_path / manifest["shards"][0]["file"], "pt") as f:
+    manifest = read_manifest(tmp_path)
+    assert manifest.feature_layers.to_json() == {"hidden": [-1]} and manifest.dtype == "float16"
+    with open_shard(tmp_path, manifest.shards[0].file) as f:
         assert set(f.keys()) == {"input_ids", "loss_mask", "offsets", "hidden"}
         assert f.get_tensor("hidden").dtype == torch.float16
 
@@ -195,17 +198,15 @@ def test_vocab_file_counts_the_loss_tokens(files, one_shot, tmp_path):
     for ids, mask in zip(samples["input_ids"], samples["loss_mask"], strict=True):
         for token, m in zip(ids.tolist(), mask.tolist(), strict=True):
             expected[token] += m
-    tensors, metadata = read_vocab(one_shot)
-    assert tensors["counts"].tolist() == expected.tolist()
-    manifest = json.loads((one_shot / "manifest.json").read_text())
-    assert metadata["fingerprint"] == manifest["target"]["fingerprint"]
-    assert metadata["draft_vocab_size"] == str(VOCAB)  # 32000 clipped to the vocabulary
+    vocab = _vocab(one_shot)  # read_vocab checks the fingerprint against the manifest's
+    assert vocab.counts.tolist() == expected.tolist()
+    assert vocab.d2t.shape == (VOCAB,)  # 32000 clipped to the vocabulary
     assert generate(files, tmp_path, "--draft-vocab-size", "10", "--variants", "eagle1") == 0
-    tensors, metadata = read_vocab(tmp_path)
-    kept = torch.arange(10) + tensors["d2t"]
-    assert metadata["draft_vocab_size"] == "10" and tensors["t2d"].sum() == 10
-    assert bool(tensors["t2d"][kept].all()) and bool((kept.diff() > 0).all())
-    assert tensors["counts"][kept].min() >= tensors["counts"][~tensors["t2d"]].max()
+    vocab = _vocab(tmp_path)
+    kept = torch.arange(10) + vocab.d2t
+    assert vocab.d2t.shape == (10,) and vocab.t2d.sum() == 10
+    assert bool(vocab.t2d[kept].all()) and bool((kept.diff() > 0).all())
+    assert vocab.counts[kept].min() >= vocab.counts[~vocab.t2d].max()
 
 
 def test_benchmark_prompts_are_excluded(files, tmp_path):
@@ -275,9 +276,9 @@ def test_allocation_with_two_cpu_workers_matches_one_process(files, one_shot, tm
 
 
 def check_split_equals_single(tmp_path, one_shot) -> None:
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["source"]["num_parts"] == 2 and manifest["complete"]
-    assert {s["file"].split("-")[1] for s in manifest["shards"]} == {"part0", "part1"}
+    manifest = read_manifest(tmp_path)
+    assert manifest.source["num_parts"] == 2 and manifest.complete
+    assert {name.split("-")[1] for name in manifest.shard_files} == {"part0", "part1"}
     split, single = read_samples(tmp_path), read_samples(one_shot)
     assert (
         sorted(split["id"]) == sorted(single["id"]) and len(set(split["id"])) == NUM_CONVERSATIONS
@@ -290,9 +291,10 @@ def check_split_equals_single(tmp_path, one_shot) -> None:
         torch.testing.assert_close(
             split["hidden"][i].float(), single["hidden"][j].float(), atol=2e-2, rtol=1e-2
         )
-    assert read_vocab(tmp_path)[0]["counts"].equal(read_vocab(one_shot)[0]["counts"])
+    assert _vocab(tmp_path).counts.equal(_vocab(one_shot).counts)
+    single_manifest = read_manifest(one_shot)
     for key in ("num_samples", "num_tokens", "num_loss_tokens"):
-        assert manifest[key] == json.loads((one_shot / "manifest.json").read_text())[key]
+        assert getattr(manifest, key) == getattr(single_manifest, key)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from helpers import make_model, save_chat_target_dir, word_conversations, write_
 
 from eagle.ge_data import main as ge_main
 from eagle.ge_data import vocab
+from eagle.ge_data.feature_format import VOCAB_FILE, read_manifest
 from eagle.ge_data.sharegpt import ReadStats, iter_raw_records, load_sharegpt
 
 DEEP = "[" * 100_000 + "]" * 100_000  # beyond the JSON decoder's recursion limit
@@ -182,20 +183,20 @@ def test_a_capture_that_stores_nothing_is_an_error_not_complete(tmp_path, target
     flags = ("--max-len", "4", "--length-policy", "drop")  # every conversation is longer
     assert _capture(target_dir, tmp_path / "data.jsonl", outdir, *flags) == 2
     assert "no sample was stored" in capsys.readouterr().err
-    manifest = json.loads((outdir / "manifest.json").read_text())
-    assert manifest["complete"] is False and manifest["num_samples"] == 0
-    assert not (outdir / vocab.VOCAB_FILE).exists()
+    manifest = read_manifest(outdir)
+    assert manifest.complete is False and manifest.num_samples == 0
+    assert not (outdir / VOCAB_FILE).exists()
 
 
 def test_a_corrupt_shard_is_named(tmp_path, target_dir, capsys):
     write_jsonl(tmp_path / "data.jsonl", word_conversations(4))
     outdir = tmp_path / "out"
     assert _capture(target_dir, tmp_path / "data.jsonl", outdir, "--shard-tokens", "50") == 0
-    manifest = json.loads((outdir / "manifest.json").read_text())
-    shard = outdir / manifest["shards"][-1]["file"]
+    manifest = read_manifest(outdir)
+    shard = outdir / manifest.shard_files[-1]
     shard.write_bytes(shard.read_bytes()[:100])  # truncated
     with pytest.raises(ValueError, match=f"shard {shard}: "):
-        vocab.counts_from_shards(outdir, [s["file"] for s in manifest["shards"]], 96)
+        vocab.counts_from_shards(outdir, manifest.shard_files, 96)
     with pytest.raises(SystemExit) as exit_info:
         vocab.main(["--outdir", str(outdir)])
     assert exit_info.value.code == 2

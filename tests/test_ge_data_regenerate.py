@@ -11,6 +11,7 @@ import torch
 from helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from eagle.ge_data.feature_format import read_manifest
 from eagle.ge_data.main import main
 from eagle.ge_data.sharegpt import Conversation, with_unique_ids
 
@@ -118,10 +119,10 @@ def test_regenerated_conversations_are_captured(files, one_shot, tmp_path):
         str(NEW_TOKENS), "--regen-output", str(one_shot / "regenerated.jsonl"), "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0  # reuses the finished file: nothing is generated again
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["regenerated"]["max_new_tokens"] == NEW_TOKENS
-    assert manifest["regenerated"]["file"] == str((one_shot / "regenerated.jsonl").resolve())
-    assert manifest["num_samples"] == NUM
+    manifest = read_manifest(tmp_path)
+    assert manifest.regenerated["max_new_tokens"] == NEW_TOKENS
+    assert manifest.regenerated["file"] == str((one_shot / "regenerated.jsonl").resolve())
+    assert manifest.num_samples == NUM
 
 
 def test_ids_are_made_unique_for_resuming():

@@ -5,7 +5,6 @@ fast loss against the slow reference; with K = V it equals the lm_head path)."""
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 import torch
@@ -20,14 +19,14 @@ from helpers import (
     write_feature_data,
     write_jsonl,
 )
-from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
+from eagle.ge_data.feature_format import open_shard, read_manifest, read_vocab
 from eagle.ge_data.main import main as ge_data_main
 from eagle.ge_data.sharegpt import VAL_BUCKETS, split_of
-from eagle.ge_data.vocab import count_argmax, read_vocab
+from eagle.ge_data.vocab import count_argmax
 from eagle.train.build import CastInput
-from eagle.train.data import FeatureDataset, collate, read_manifest
+from eagle.train.data import FeatureDataset, collate
 from eagle.train.loss import LossSpec, reference_loss, target_table, topk_table, unrolled_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,9 +50,8 @@ def _capture(files, outdir, *extra):
 
 
 def _shards(outdir):
-    manifest = json.loads((outdir / "manifest.json").read_text())
-    for shard in manifest["shards"]:
-        with safe_open(outdir / shard["file"], "pt") as f:
+    for name in read_manifest(outdir).shard_files:
+        with open_shard(outdir, name) as f:
             yield {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open)
 
 
@@ -76,14 +74,14 @@ def test_capture_stores_the_target_top_k_and_counts_its_argmax(files, tmp_path):
             # counted: position j whose next token j+1 (same sample) is an assistant token
             mask = shard["loss_mask"][a:b].bool()
             argmax_counts += torch.bincount(top.indices[:-1, 0][mask[1:]], minlength=VOCAB)
-    tensors, metadata = read_vocab(tmp_path)
-    assert metadata["counted_on"] == "target_argmax"
-    assert torch.equal(tensors["argmax_counts"], argmax_counts)
-    kept = tensors["t2d"].nonzero()[:, 0]
-    outside = argmax_counts[~tensors["t2d"]]
+    manifest = read_manifest(tmp_path)
+    vocab = read_vocab(manifest)
+    assert vocab.counted_on == "target_argmax"
+    assert torch.equal(vocab.argmax_counts, argmax_counts)
+    kept = vocab.t2d.nonzero()[:, 0]
+    outside = argmax_counts[~vocab.t2d]
     assert argmax_counts[kept].min() >= (outside.max() if outside.numel() else 0)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["target_topk"] == 5 and manifest["feature_layers"]["hidden"] == []
+    assert manifest.target_topk == 5 and manifest.feature_layers.hidden == ()
 
 
 def test_eagle1_keeps_the_hidden_state_with_top_k(files, tmp_path):
@@ -126,10 +124,9 @@ def test_split_flag_selects_one_side(files, tmp_path, monkeypatch):
     monkeypatch.setattr(sharegpt, "split_of", lambda cid: "val" if cid in ("c1", "c4") else "train")
     _capture(files, tmp_path / "val", "--variants", "eagle3", "--split", "val")
     _capture(files, tmp_path / "train", "--variants", "eagle3", "--split", "train")
-    val = json.loads((tmp_path / "val" / "manifest.json").read_text())
-    train = json.loads((tmp_path / "train" / "manifest.json").read_text())
-    assert val["num_samples"] == 2 and train["num_samples"] == 6
-    assert val["source"]["split"] == "val"
+    val, train = read_manifest(tmp_path / "val"), read_manifest(tmp_path / "train")
+    assert val.num_samples == 2 and train.num_samples == 6
+    assert val.source["split"] == "val"
 
 
 # -- training on the stored distribution --------------------------------------------------------
@@ -141,23 +138,11 @@ def target():
 
 
 def _topk_data(target, directory, k):
-    """Feature data whose shards also hold the target's top-k (computed here directly)."""
-    from safetensors.torch import load_file, save_file
-
+    """Feature data whose shards also hold the target's top-k distribution."""
     samples = greedy_samples(target, 3, prompt_len=3, new_tokens=8, seed=5)
-    write_feature_data(target, directory, samples, draft_vocab_size=24, shard_samples=2)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    for shard in manifest["shards"]:
-        tensors = load_file(directory / shard["file"])
-        with torch.no_grad():
-            probs = target.lm_head(tensors["hidden"].float()).softmax(-1)
-        top = probs.topk(k)
-        tensors["topk_ids"] = top.indices.int()
-        tensors["topk_probs"] = top.values.half()
-        save_file(tensors, directory / shard["file"])
-    manifest["target_topk"] = k
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return read_manifest(directory)
+    return write_feature_data(
+        target, directory, samples, draft_vocab_size=24, shard_samples=2, target_topk=k
+    )
 
 
 @pytest.mark.parametrize("draft_vocab", [24, None], ids=["reduced-vocab", "full-vocab"])

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 from helpers import HIDDEN, VOCAB, greedy_samples, make_target, write_feature_data
 
-from eagle.ge_data.manifest import target_fingerprint
+from eagle.ge_data.feature_format import (
+    DataFormatError,
+    check_target,
+    read_manifest,
+    read_vocab,
+    target_fingerprint,
+    write_manifest,
+)
 from eagle.ge_data.vocab import draft_vocab_from_counts
 from eagle.train.data import (
-    DataFormatError,
     FeatureDataset,
-    check_target,
     collate,
     draft_vocab,
     plan_batches,
-    read_manifest,
-    read_vocab,
     shard_batches,
     split_samples,
 )
@@ -124,7 +128,7 @@ def test_draft_vocabulary_maps(data):
     directory, _, _ = data
     vocab = read_vocab(read_manifest(directory))
     stored = draft_vocab(vocab, 64, VOCAB)
-    assert torch.equal(stored[0], vocab["d2t"]) and stored[1].sum() == 64
+    assert torch.equal(stored[0], vocab.d2t) and stored[1].sum() == 64
     recomputed_d2t, recomputed_t2d = draft_vocab(vocab, 10, VOCAB)
     assert recomputed_d2t.shape == (10,) and recomputed_t2d.sum() == 10
     full_d2t, full_t2d = draft_vocab(None, VOCAB, VOCAB)
@@ -137,7 +141,7 @@ def test_vocabulary_of_another_target_is_refused(data, tmp_path):
     _, samples, target = data
     write_feature_data(target, tmp_path, samples[:2])
     manifest = read_manifest(tmp_path)
-    forged = {**manifest.raw, "target": {**manifest.target, "fingerprint": "0" * 64}}
-    (tmp_path / "manifest.json").write_text(json.dumps(forged))
+    forged = dataclasses.replace(manifest.target, fingerprint="0" * 64)
+    write_manifest(dataclasses.replace(manifest, target=forged))
     with pytest.raises(DataFormatError, match="another target"):
         read_vocab(read_manifest(tmp_path))

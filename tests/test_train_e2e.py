@@ -30,9 +30,9 @@ from helpers import (
 )
 from safetensors.torch import load_file
 
+from eagle.ge_data.feature_format import read_manifest, read_vocab
 from eagle.model.draft import DynamicTree
 from eagle.model.ea_model import EaModel
-from eagle.train.data import read_manifest, read_vocab
 from eagle.train.main import main
 
 ROOT = Path(__file__).parent.parent
@@ -122,7 +122,7 @@ def test_eagle3_head_trains_exports_and_speeds_up_lossless_decoding(workspace):
     assert written["draft_vocab_size"] == 64
     state = load_file(head_dir / "model.safetensors")
     vocab = read_vocab(read_manifest(workspace / "data"))
-    assert torch.equal(state["d2t"], vocab["d2t"]) and torch.equal(state["t2d"], vocab["t2d"])
+    assert torch.equal(state["d2t"], vocab.d2t) and torch.equal(state["t2d"], vocab.t2d)
     assert "embed_tokens.weight" not in state
     assert len(_metrics(workspace / "ckpt-e3")[-1]["val"]["accuracy"]) == 4
     trained, untrained = _trained_tau(workspace, head_dir), _untrained_tau("eagle3")

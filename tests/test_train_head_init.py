@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import greedy_samples, make_target, write_feature_data
 
+from eagle.ge_data.feature_format import read_manifest, read_vocab
 from eagle.train.build import make_head, target_parts
 from eagle.train.config import ConfigError, config_from_dict
-from eagle.train.data import read_manifest, read_vocab
 
 
 @pytest.mark.parametrize("draft_vocab", [24, None], ids=["reduced-vocab", "full-vocab"])

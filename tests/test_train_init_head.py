@@ -16,10 +16,10 @@ from helpers import (
 )
 from safetensors.torch import load_file
 
+from eagle.ge_data.feature_format import read_manifest, read_vocab
 from eagle.model.checkpoint import load_head, save_head
 from eagle.model.draft_head import TargetParts, build_head
 from eagle.train.build import init_from_head
-from eagle.train.data import read_manifest, read_vocab
 from eagle.train.main import main
 
 
@@ -77,7 +77,7 @@ def test_training_flag_starts_from_the_head(tmp_path):
     save_head(start, tmp_path / "start")
     head_dir = _train(tmp_path, "ckpt1", "--init-head", str(tmp_path / "start"))
     got = load_file(head_dir / "model.safetensors")
-    data_d2t = read_vocab(read_manifest(tmp_path / "data"))["d2t"]
+    data_d2t = read_vocab(read_manifest(tmp_path / "data")).d2t
     assert torch.equal(got["d2t"], other.d2t) and not torch.equal(got["d2t"], data_d2t)
     for key, value in start.state_dict().items():
         torch.testing.assert_close(got[key].float(), value.float(), atol=1e-6, rtol=0)

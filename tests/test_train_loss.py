@@ -8,9 +8,10 @@ import pytest
 import torch
 from helpers import greedy_samples, head_config, make_target, random_head, write_feature_data
 
+from eagle.ge_data.feature_format import read_manifest
 from eagle.model.draft_head import build_head
 from eagle.train.build import CastInput, target_parts
-from eagle.train.data import FeatureDataset, collate, read_manifest
+from eagle.train.data import FeatureDataset, collate
 from eagle.train.loss import (
     HeadObjective,
     LossSpec,

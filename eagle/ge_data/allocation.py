@@ -32,16 +32,17 @@ from typing import Any
 
 import torch
 
-from eagle.ge_data.main import run
-from eagle.ge_data.manifest import (
-    MANIFEST_FILE,
+from eagle.ge_data.feature_format import (
+    Manifest,
+    existing_manifest,
     merge_manifests,
     part_manifest_name,
-    read_manifest,
     write_manifest,
+    write_vocab,
 )
+from eagle.ge_data.main import run
 from eagle.ge_data.options import build_parser, validate
-from eagle.ge_data.vocab import argmax_counts_from_shards, counts_from_shards, write_vocab
+from eagle.ge_data.vocab import argmax_counts_from_shards, build_vocab, counts_from_shards
 
 logger = logging.getLogger("eagle.ge_data.allocation")
 
@@ -94,11 +95,11 @@ def _progress(outdir: Path, num_parts: int) -> tuple[int, int, int]:
         if regen.exists():
             regenerated += regen.read_bytes().count(b"\n")
         try:
-            manifest = read_manifest(outdir / part_manifest_name(part))
+            manifest = existing_manifest(outdir, part_manifest_name(part))
         except ValueError:  # being replaced right now
             continue
         if manifest is not None:
-            samples, tokens = samples + manifest["num_samples"], tokens + manifest["num_tokens"]
+            samples, tokens = samples + manifest.num_samples, tokens + manifest.num_tokens
     return regenerated, samples, tokens
 
 
@@ -132,30 +133,29 @@ def start_workers(args: argparse.Namespace) -> list[Any]:
     return processes
 
 
-def merge(outdir: Path, num_parts: int, draft_vocab_size: int) -> dict[str, Any]:
+def merge(outdir: Path, num_parts: int, draft_vocab_size: int) -> Manifest:
     """Merge the worker manifests into manifest.json and count the vocabulary of all shards."""
     parts = []
     for part in range(num_parts):
-        manifest = read_manifest(outdir / part_manifest_name(part))
+        manifest = existing_manifest(outdir, part_manifest_name(part))
         if manifest is None:
             raise ValueError(f"worker {part} wrote no {part_manifest_name(part)} in {outdir}")
         parts.append(manifest)
     merged = merge_manifests(parts)
-    write_manifest(outdir / MANIFEST_FILE, merged)
-    target = merged["target"]
-    shards = [s["file"] for s in merged["shards"]]
-    counts = counts_from_shards(outdir, shards, target["vocab_size"])
-    argmax = argmax_counts_from_shards(outdir, shards, target["vocab_size"])
-    write_vocab(outdir, counts, draft_vocab_size, target["fingerprint"], argmax)
+    write_manifest(merged)
+    target, shards = merged.target, merged.shard_files
+    counts = counts_from_shards(outdir, shards, target.vocab_size)
+    argmax = argmax_counts_from_shards(outdir, shards, target.vocab_size)
+    write_vocab(outdir, build_vocab(counts, draft_vocab_size, target.fingerprint, argmax))
     return merged
 
 
 def _check_outdir(outdir: Path, num_workers: int) -> None:
-    existing = read_manifest(outdir / MANIFEST_FILE)
-    if existing is not None and existing["source"].get("num_parts") != num_workers:
+    existing = existing_manifest(outdir)
+    if existing is not None and existing.source.get("num_parts") != num_workers:
         raise ValueError(
             f"--outdir {outdir} holds data of a run with num_parts="
-            f"{existing['source'].get('num_parts')}; resume it the same way, or use another "
+            f"{existing.source.get('num_parts')}; resume it the same way, or use another "
             "--outdir"
         )
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logger.info(
         "%s: %d samples, %d tokens from %d workers",
-        outdir, merged["num_samples"], merged["num_tokens"], args.num_workers,
+        outdir, merged.num_samples, merged.num_tokens, args.num_workers,
     )  # fmt: skip
     return 0
 

@@ -4,15 +4,11 @@ Owns the batching of samples for the target's forward, the split of its output i
 feature (``hidden``: the post-norm last state) and the EAGLE-3 features (``aux``: three layers
 concatenated, low/mid/high), and the shard writer.
 
-A shard (``shard-NNNNN.safetensors``, or ``shard-partK-NNNNN`` for worker K) holds the samples
-concatenated along the token axis: ``input_ids`` int32 [T], ``loss_mask`` uint8 [T],
-``offsets`` int64 [n+1] (sample i is rows ``offsets[i]:offsets[i+1]``), ``hidden`` [T, H] and,
-with EAGLE-3 features, ``aux`` [T, 3H], in bf16 or fp16. Its metadata lists the sample ids.
-With ``target_topk`` K > 0 it also holds the target's next-token distribution at every
-position, cut to its K most likely tokens: ``topk_ids`` int32 [T, K] (most likely first) and
-``topk_probs`` fp16 [T, K] (full-vocabulary softmax probabilities, not renormalised); an
-EAGLE-3-only capture then leaves ``hidden`` out, since training needs it only to recompute
-that distribution.
+What a shard stores and how it is named is ``eagle.ge_data.feature_format``'s: the samples
+concatenated, their ``input_ids`` and ``loss_mask``, ``hidden`` (unless an EAGLE-3-only capture
+stores the target's top-K distribution instead, which is all training needs of it), ``aux``
+with EAGLE-3 features, and with ``target_topk`` K > 0 the target's next-token distribution at
+every position cut to its K most likely tokens.
 
 Design choices:
 - One forward per batch asks for every needed layer at once (``hidden_states[-1]`` and the
@@ -31,21 +27,25 @@ Design choices:
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from eagle.ge_data.batching import bucket_by_length, pad_rows
-from eagle.ge_data.manifest import write_manifest
+from eagle.ge_data.feature_format import (
+    Manifest,
+    StoredSample,
+    TopK,
+    pack_samples,
+    part_manifest_name,
+    shard_name,
+    write_manifest,
+    write_shard,
+)
 from eagle.ge_data.render import RenderedExample
 from eagle.ge_data.vocab import (
     argmax_counts_from_shards,
@@ -70,22 +70,6 @@ class CaptureSettings:
     @property
     def layers(self) -> tuple[int, ...]:
         return (HIDDEN_LAYER, *(self.aux_layers or ()))
-
-
-@dataclass(frozen=True)
-class TopK:
-    ids: Tensor  # [L, K] int32, most likely first
-    probs: Tensor  # [L, K] float16
-
-
-@dataclass(frozen=True)
-class StoredSample:
-    id: str
-    input_ids: Tensor  # [L] int32
-    loss_mask: Tensor  # [L] uint8
-    hidden: Tensor | None  # [L, H] storage dtype, or None when not stored
-    aux: Tensor | None  # [L, 3H] storage dtype, or None without EAGLE-3 features
-    topk: TopK | None = None  # the target's top-K distribution, or None
 
 
 def target_topk(lm_head: Any, last: Tensor, k: int, chunk: int = 1024) -> TopK:
@@ -141,29 +125,24 @@ def _windows(items: Iterable[RenderedExample], size: int) -> Iterator[list[Rende
 class ShardWriter:
     """Buffers samples and writes a shard whenever ``shard_tokens`` tokens are buffered.
 
-    ``manifest`` (a dict, updated in place) is rewritten at ``manifest_path`` after each shard;
-    ``counts`` [V] holds the loss-masked token frequencies of everything stored, old and new.
+    ``manifest`` (updated in place) is rewritten after each shard, as ``manifest.json`` or, for
+    worker ``part``, ``manifest-partK.json``; ``counts`` [V] holds the loss-masked token
+    frequencies of everything stored, old and new (``argmax_counts`` [V] those of the target's
+    argmax, when the shards store its top-K distribution).
     """
 
     def __init__(
-        self,
-        directory: Path,
-        manifest: dict[str, Any],
-        manifest_path: Path,
-        prefix: str = "shard-",
-        shard_tokens: int = 32768,
+        self, manifest: Manifest, part: int | None = None, shard_tokens: int = 32768
     ) -> None:
-        self.directory = directory
+        self.directory = manifest.directory
         self.manifest = manifest
-        self.manifest_path = manifest_path
-        self.prefix = prefix
+        self.part = part
         self.shard_tokens = shard_tokens
         self.buffer: list[StoredSample] = []
         self.buffered_tokens = 0
-        files = [s["file"] for s in manifest["shards"]]
-        vocab_size = manifest["target"]["vocab_size"]
-        self.counts = counts_from_shards(directory, files, vocab_size)
-        self.argmax_counts = argmax_counts_from_shards(directory, files, vocab_size)
+        files, vocab_size = manifest.shard_files, manifest.target.vocab_size
+        self.counts = counts_from_shards(self.directory, files, vocab_size)
+        self.argmax_counts = argmax_counts_from_shards(self.directory, files, vocab_size)
 
     def add(self, sample: StoredSample) -> None:
         self.buffer.append(sample)
@@ -175,58 +154,17 @@ class ShardWriter:
         """Write the buffered samples as one shard and update the manifest (no-op if empty)."""
         if not self.buffer:
             return
-        name = f"{self.prefix}{len(self.manifest['shards']):05d}.safetensors"
         tensors = pack_samples(self.buffer)
-        metadata = {"ids": json.dumps([s.id for s in self.buffer])}
-        temporary = self.directory / (name + ".tmp")
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, self.directory / name)
-        tokens, loss_tokens = tensors["input_ids"].numel(), int(tensors["loss_mask"].sum())
+        name = shard_name(len(self.manifest.shards), self.part)
+        entry = write_shard(self.directory, name, tensors, [s.id for s in self.buffer])
         self.counts += count_tokens(tensors["input_ids"], tensors["loss_mask"], len(self.counts))
         if "topk_ids" in tensors:
             argmax = tensors["topk_ids"][:, 0]
             new = count_argmax(argmax, tensors["loss_mask"], tensors["offsets"], len(self.counts))
             self.argmax_counts = new if self.argmax_counts is None else self.argmax_counts + new
-        entry = {"file": name, "samples": len(self.buffer), "tokens": tokens}
-        self.manifest["shards"].append({**entry, "loss_tokens": loss_tokens})
-        self.manifest["num_samples"] += len(self.buffer)
-        self.manifest["num_tokens"] += tokens
-        self.manifest["num_loss_tokens"] += loss_tokens
-        write_manifest(self.manifest_path, self.manifest)
+        self.manifest.shards.append(entry)
+        write_manifest(self.manifest, part_manifest_name(self.part))
         self.buffer, self.buffered_tokens = [], 0
-
-
-def pack_samples(samples: Sequence[StoredSample]) -> dict[str, Tensor]:
-    """Concatenate samples into the shard tensors (see the module docstring)."""
-    lengths = torch.tensor([0] + [s.input_ids.numel() for s in samples], dtype=torch.long)
-    tensors = {
-        "input_ids": torch.cat([s.input_ids for s in samples]).to(torch.int32),
-        "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.uint8),
-        "offsets": lengths.cumsum(0),
-    }
-    if samples[0].hidden is not None:
-        tensors["hidden"] = torch.cat([s.hidden for s in samples]).contiguous()
-    if samples[0].aux is not None:
-        tensors["aux"] = torch.cat([s.aux for s in samples]).contiguous()
-    if samples[0].topk is not None:
-        tensors["topk_ids"] = torch.cat([s.topk.ids for s in samples]).contiguous()
-        tensors["topk_probs"] = torch.cat([s.topk.probs for s in samples]).contiguous()
-    return tensors
-
-
-def stored_ids(directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Ids of the samples in the manifest's shards, in storage order."""
-    ids: list[str] = []
-    for shard in manifest["shards"]:
-        with safe_open(directory / shard["file"], "pt") as handle:
-            listed = (handle.metadata() or {}).get("ids")
-        if listed is None:
-            raise ValueError(
-                f"{directory / shard['file']} does not list its sample ids, so this run cannot "
-                "resume it; write to another --outdir"
-            )
-        ids.extend(json.loads(listed))
-    return ids
 
 
 @dataclass

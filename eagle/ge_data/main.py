@@ -41,9 +41,16 @@ from eagle.ge_data.capture import (
     CaptureSettings,
     ShardWriter,
     capture_to_shards,
-    stored_ids,
 )
-from eagle.ge_data.manifest import open_manifest, part_manifest_name, target_info, write_manifest
+from eagle.ge_data.feature_format import (
+    Manifest,
+    open_manifest,
+    part_manifest_name,
+    stored_ids,
+    target_info,
+    write_manifest,
+    write_vocab,
+)
 from eagle.ge_data.options import (
     BUNDLED,
     MODEL_DTYPES,
@@ -64,7 +71,7 @@ from eagle.ge_data.sharegpt import (
     load_sharegpt,
     with_unique_ids,
 )
-from eagle.ge_data.vocab import write_vocab
+from eagle.ge_data.vocab import build_vocab
 
 logger = logging.getLogger("eagle.ge_data")
 
@@ -188,7 +195,7 @@ def run_regeneration(
     return [regenerated[c.id] for c in conversations if c.id in regenerated]
 
 
-def answers_in_one_pass(args: argparse.Namespace, outdir: Path, manifest: dict[str, Any]) -> bool:
+def answers_in_one_pass(args: argparse.Namespace, manifest: Manifest) -> bool:
     """Regenerated first turns, answered greedily, are stored as they are decoded
     (`eagle.ge_data.onpolicy`): no second forward over the conversation. Not when the
     regenerated file holds answers this folder has not stored (an earlier ``--regen-only``
@@ -198,7 +205,7 @@ def answers_in_one_pass(args: argparse.Namespace, outdir: Path, manifest: dict[s
     if args.num_parts is not None:
         return False
     written, _ = read_regenerated(regen_output(args))
-    return written <= set(stored_ids(outdir, manifest))
+    return written <= set(stored_ids(manifest))
 
 
 def run_one_pass(
@@ -255,7 +262,7 @@ def run_capture(
     aux: tuple[int, ...] | None,
 ) -> None:
     """Render and capture every conversation not stored yet, through ``writer``."""
-    done = set(stored_ids(writer.directory, writer.manifest))
+    done = set(stored_ids(writer.manifest))
     todo = [c for c in conversations if c.id not in done]
     settings = CaptureSettings(
         aux_layers=aux,
@@ -278,36 +285,32 @@ def run_capture(
     )  # fmt: skip
 
 
-def finish(outdir: Path, writer: ShardWriter, args: argparse.Namespace) -> dict[str, Any]:
+def finish(outdir: Path, writer: ShardWriter, args: argparse.Namespace) -> Manifest:
     """Mark the manifest complete and (single runs) write the vocabulary statistics.
 
     A single run that stored no sample is an error, and its manifest stays incomplete."""
     manifest = writer.manifest
-    if args.part is None and not manifest["num_samples"]:
+    if args.part is None and not manifest.num_samples:
         raise ValueError(
             f"--outdir {outdir}: no sample was stored, every selected conversation was skipped "
             "(see the 'skipped' counts above: raise --max-len, or use --length-policy truncate)"
         )
-    manifest["complete"] = True
-    write_manifest(writer.manifest_path, manifest)
+    manifest.complete = True
+    write_manifest(manifest, part_manifest_name(args.part))
     if args.part is None:
-        write_vocab(
-            outdir,
-            writer.counts,
-            args.draft_vocab_size,
-            manifest["target"]["fingerprint"],
-            writer.argmax_counts,
-        )
-    size = sum((outdir / s["file"]).stat().st_size for s in manifest["shards"])
+        fingerprint = manifest.target.fingerprint
+        counts, argmax = writer.counts, writer.argmax_counts
+        write_vocab(outdir, build_vocab(counts, args.draft_vocab_size, fingerprint, argmax))
+    size = sum((outdir / name).stat().st_size for name in manifest.shard_files)
     logger.info(
         "%s: %d samples, %d tokens (%d loss tokens) in %d shards, %.0f bytes/token on disk",
-        outdir, manifest["num_samples"], manifest["num_tokens"], manifest["num_loss_tokens"],
-        len(manifest["shards"]), size / max(manifest["num_tokens"], 1),
+        outdir, manifest.num_samples, manifest.num_tokens, manifest.num_loss_tokens,
+        len(manifest.shards), size / max(manifest.num_tokens, 1),
     )  # fmt: skip
     return manifest
 
 
-def run(args: argparse.Namespace) -> dict[str, Any] | None:
+def run(args: argparse.Namespace) -> Manifest | None:
     """All stages for validated ``args``; returns the final manifest (None with --regen-only)."""
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -325,16 +328,15 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_name = part_manifest_name(args.part)
     manifest = open_manifest(outdir, manifest_name, settings)  # checked before regenerating
-    one_pass = args.regenerate and answers_in_one_pass(args, outdir, manifest)
+    one_pass = args.regenerate and answers_in_one_pass(args, manifest)
     if args.regenerate and not one_pass:
         chat = chat_target(target, tokenizer, template)
         conversations = run_regeneration(args, chat, conversations)
         if args.regen_only:
             return None
-    manifest["complete"] = False  # until this run has stored everything it selected
-    write_manifest(outdir / manifest_name, manifest)
-    prefix = "shard-" if args.part is None else f"shard-part{args.part}-"
-    writer = ShardWriter(outdir, manifest, outdir / manifest_name, prefix, args.shard_tokens)
+    manifest.complete = False  # until this run has stored everything it selected
+    write_manifest(manifest, manifest_name)
+    writer = ShardWriter(manifest, args.part, args.shard_tokens)
     if one_pass:
         chat = chat_target(target, tokenizer, template)
         run_one_pass(args, chat, conversations, writer, aux)

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor
 
 from eagle.ge_data.batching import pad_rows
-from eagle.ge_data.capture import HIDDEN_LAYER, CaptureSettings, TopK, target_topk
+from eagle.ge_data.capture import HIDDEN_LAYER, CaptureSettings, target_topk
+from eagle.ge_data.feature_format import TopK
 from eagle.ge_data.sharegpt import ASSISTANT, Conversation
 
 
@@ -281,12 +282,12 @@ def answer_conversations(
     ``eagle.ge_data.regenerate`` writes them). Conversations are answered in batches of
     similar prompt length, so samples are stored in that order.
     """
-    from eagle.ge_data.capture import StoredSample, stored_ids
+    from eagle.ge_data.feature_format import StoredSample, stored_ids
     from eagle.ge_data.regenerate import read_regenerated, to_record
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    stored = set(stored_ids(writer.directory, writer.manifest))
+    stored = set(stored_ids(writer.manifest))
     written, _ = read_regenerated(output)
     stats = OnPolicyStats(already_stored=sum(c.id in stored for c in conversations))
     todo = []

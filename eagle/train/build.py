@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eagle.ge_data.manifest import target_fingerprint
+from eagle.ge_data.feature_format import Manifest, Vocabulary, target_fingerprint
 from eagle.model.draft_head import DraftHead, TargetParts, build_head
 from eagle.train.config import TrainConfig, build_head_config
-from eagle.train.data import Manifest, draft_vocab
+from eagle.train.data import draft_vocab
 
 
 class CastInput(nn.Module):
@@ -52,7 +52,7 @@ class FrozenTarget:
     parts: TargetParts  # embedding and (input-casting) lm_head
     config: Any  # the transformers config
     num_layers: int
-    fingerprint: str  # eagle.ge_data.manifest.target_fingerprint, compared with the data's
+    fingerprint: str  # eagle.ge_data.feature_format.target_fingerprint, compared with the data's
 
 
 def load_target(path: str, dtype: torch.dtype | None) -> FrozenTarget:
@@ -76,11 +76,11 @@ def make_head(
     target_config: Any,
     parts: TargetParts,
     manifest: Manifest,
-    vocab: dict[str, Tensor] | None,
+    vocab: Vocabulary | None,
 ) -> DraftHead:
     """A freshly initialised head (seeded by the caller) for this target and data."""
     vocab_size, _ = parts.embed_tokens.weight.shape
-    stored = None if vocab is None else int(vocab["d2t"].shape[0])
+    stored = None if vocab is None else int(vocab.d2t.shape[0])
     layers = manifest.aux_layers if config.variant == "eagle3" else None
     head_config = build_head_config(config, target_config, vocab_size, stored, layers)
     own = config.head.save_embedding

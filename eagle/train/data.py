@@ -1,20 +1,13 @@
-"""Reading generated features for training: manifest, samples, split, batches, padding.
+"""Reading generated features for training: samples, split, batches, padding.
 
-Owns the reader side of the ``eagle-features/1`` format written by ``eagle.ge_data``:
-
-- ``DATA/manifest.json``: target identity and sizes, feature layers, shard list;
-- ``DATA/shard-*.safetensors``: ``input_ids`` int32 [T] (samples concatenated), ``loss_mask``
-  uint8 [T], ``offsets`` int64 [n+1], ``hidden`` [T, H] (post-norm last hidden state of the
-  target; absent when the target distribution is stored instead), ``aux`` [T, 3H] (three target
-  layers, the EAGLE-3 input) when present, and ``topk_ids`` int32 [T, K] / ``topk_probs``
-  fp16 [T, K] (the target's top-K next-token distribution) when captured with
-  ``--target-topk``;
-- ``DATA/vocab.safetensors``: ``counts`` int64 [V], ``d2t`` int64 [Vd], ``t2d`` bool [V].
+The folder (``DATA/manifest.json``, the shards, ``DATA/vocab.safetensors``) is read through
+``eagle.ge_data.feature_format``, the same module that writes it; this module turns its
+samples into training batches.
 
 Design choices:
 - Data made for another model is refused: the target given for training must have the data's
-  shapes and fingerprint (``eagle.ge_data.manifest.target_fingerprint``), and the vocabulary
-  file must carry the manifest's fingerprint.
+  shapes and fingerprint (``feature_format.check_target``), and the vocabulary file must carry
+  the manifest's fingerprint (``feature_format.read_vocab``).
 - Shards are opened lazily with ``safe_open`` (memory-mapped) and a sample is read as slices,
   so memory does not grow with the data set; open handles are dropped when the dataset is
   pickled for DataLoader workers.
@@ -33,81 +26,22 @@ Design choices:
 from __future__ import annotations
 
 import itertools
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from eagle.ge_data.batching import bucket_by_length, pad_rows
-from eagle.ge_data.manifest import FORMAT, MANIFEST_FILE
-from eagle.ge_data.vocab import VOCAB_FILE, draft_vocab_from_counts
-
-
-class DataFormatError(ValueError):
-    """Training data that is missing, of another format, or made for another target."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    directory: Path
-    target: dict[str, Any]  # name_or_path, fingerprint, num_layers, hidden_size, vocab_size
-    aux_layers: tuple[int, ...] | None  # target hidden_states indices of the EAGLE-3 features
-    shards: tuple[str, ...]  # shard file names
-    raw: dict[str, Any]
-
-    @property
-    def target_topk(self) -> int:
-        """K of the stored top-K target distribution (0 when not stored)."""
-        return int(self.raw.get("target_topk") or 0)
-
-    @property
-    def has_hidden(self) -> bool:
-        """Whether the shards store the post-norm last hidden state."""
-        return bool((self.raw.get("feature_layers") or {}).get("hidden", [-1]))
-
-
-def read_manifest(directory: str | Path) -> Manifest:
-    directory = Path(directory)
-    path = directory / MANIFEST_FILE
-    if not path.exists():
-        raise DataFormatError(
-            f"no {MANIFEST_FILE} in {directory}: generate data with eagle.ge_data"
-        )
-    raw = json.loads(path.read_text())
-    if raw.get("format") != FORMAT:
-        raise DataFormatError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}")
-    layers = raw.get("feature_layers") or {}
-    aux = layers.get("aux")
-    shards = tuple(s["file"] for s in raw.get("shards", []))
-    if not shards:
-        raise DataFormatError(f"{path} lists no shards")
-    return Manifest(directory, raw["target"], tuple(aux) if aux else None, shards, raw)
-
-
-def check_target(
-    manifest: Manifest, fingerprint: str, vocab_size: int, hidden_size: int, num_layers: int
-) -> None:
-    """The data must come from the target given for training: same shapes and fingerprint
-    (``eagle.ge_data.manifest.target_fingerprint``: config and embedding, not the dtype)."""
-    expected = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers}
-    expected["fingerprint"] = fingerprint
-    wrong = {
-        k: (manifest.target.get(k), v) for k, v in expected.items() if manifest.target.get(k) != v
-    }
-    if wrong:
-        details = ", ".join(
-            f"{k}: data {str(a)[:12]} vs target {str(b)[:12]}" for k, (a, b) in wrong.items()
-        )
-        raise DataFormatError(
-            f"the data in {manifest.directory} was made with another target "
-            f"({manifest.target.get('name_or_path')!r}); {details}"
-        )
+from eagle.ge_data.feature_format import (
+    VOCAB_FILE,
+    DataFormatError,
+    Manifest,
+    Vocabulary,
+    shard_offsets,
+)
+from eagle.ge_data.vocab import draft_vocab_from_counts
 
 
 class FeatureDataset(Dataset):
@@ -135,14 +69,15 @@ class FeatureDataset(Dataset):
                 f"{manifest.directory} stores no last hidden state (captured with --target-topk "
                 "for EAGLE-3 only); an EAGLE-1 head needs it: capture with --variants eagle1"
             )
-        self.paths = [manifest.directory / name for name in manifest.shards]
+        if not manifest.shards:
+            raise DataFormatError(f"{manifest.directory} lists no shards (no sample stored yet)")
+        self.paths = [manifest.directory / name for name in manifest.shard_files]
         self.with_aux = with_aux
         self.with_hidden = with_hidden
         self.with_topk = not with_hidden
         self.refs: list[tuple[int, int, int]] = []  # (shard, start, end) per sample
-        for shard, path in enumerate(self.paths):
-            with safe_open(path, "pt") as f:
-                offsets = f.get_tensor("offsets").tolist()
+        for shard, name in enumerate(manifest.shard_files):
+            offsets = shard_offsets(manifest.directory, name)
             for start, end in itertools.pairwise(offsets):
                 self.refs.append((shard, start, min(end, start + max_len)))
         self._handles: dict[int, Any] = {}
@@ -253,31 +188,7 @@ def collate(samples: list[dict[str, Tensor]], extra: int) -> dict[str, Tensor]:
     return batch
 
 
-# -- draft vocabulary ---------------------------------------------------------------------------
-
-
-def read_vocab(manifest: Manifest) -> dict[str, Tensor] | None:
-    """``counts`` [V], ``d2t`` [Vd], ``t2d`` [V] of the data, or None when the file is absent.
-
-    The target fingerprint recorded in the file (when present) must be the manifest's.
-    """
-    path = manifest.directory / VOCAB_FILE
-    if not path.exists():
-        return None
-    with safe_open(path, "pt") as f:
-        recorded = (f.metadata() or {}).get("fingerprint")
-    expected = manifest.target.get("fingerprint")
-    if recorded is not None and recorded != expected:
-        raise DataFormatError(
-            f"{path} was made for another target (fingerprint {recorded[:12]}, the manifest has "
-            f"{str(expected)[:12]}); rebuild it with python -m eagle.ge_data.vocab --outdir DATA"
-        )
-    return load_file(path)
-
-
-def draft_vocab(
-    vocab: dict[str, Tensor] | None, size: int, vocab_size: int
-) -> tuple[Tensor, Tensor]:
+def draft_vocab(vocab: Vocabulary | None, size: int, vocab_size: int) -> tuple[Tensor, Tensor]:
     """(d2t [size], t2d [V]) for a draft vocabulary of ``size`` tokens.
 
     The data's stored maps are used when their size matches; otherwise the maps are recomputed
@@ -290,6 +201,7 @@ def draft_vocab(
         raise DataFormatError(
             f"a reduced draft vocabulary ({size} of {vocab_size}) needs the data's {VOCAB_FILE}"
         )
-    if vocab["d2t"].shape[0] == size:
-        return vocab["d2t"].long(), vocab["t2d"].bool()
-    return draft_vocab_from_counts(vocab.get("argmax_counts", vocab["counts"]), size)
+    if vocab.d2t.shape[0] == size:
+        return vocab.d2t.long(), vocab.t2d.bool()
+    ranked_on = vocab.counts if vocab.argmax_counts is None else vocab.argmax_counts
+    return draft_vocab_from_counts(ranked_on, size)

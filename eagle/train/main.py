@@ -36,6 +36,7 @@ from accelerate.utils import (
     set_seed,
 )
 
+from eagle.ge_data.feature_format import check_target, read_manifest, read_vocab
 from eagle.model.target import DTYPES as _DTYPES
 from eagle.train.build import init_from_head, load_target, make_head
 from eagle.train.config import (
@@ -45,7 +46,7 @@ from eagle.train.config import (
     load_config,
     with_overrides,
 )
-from eagle.train.data import FeatureDataset, check_target, read_manifest, read_vocab
+from eagle.train.data import FeatureDataset
 from eagle.train.loss import HeadObjective, LossSpec
 from eagle.train.state import CheckpointError, prepare_cpdir
 from eagle.train.trainer import NonFiniteError, Trainer, check_resumable
@@ -196,7 +197,7 @@ def build_trainer(
     parts = target.parts
     vocab_size, width = parts.embed_tokens.weight.shape
     check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
-    if not manifest.raw.get("complete", True):
+    if not manifest.complete:
         accelerator.print(
             f"warning: {args.tmpdir} is still being written; using its finished shards"
         )

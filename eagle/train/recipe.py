@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from eagle.ge_data.feature_format import read_manifest
 from eagle.model.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 
 HERE = Path(__file__).parent
@@ -249,9 +250,9 @@ def _metrics(cpdir: Path) -> list[dict[str, Any]]:
 
 
 def _data_summary(folder: Path) -> dict[str, Any]:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     keys = ("num_samples", "num_tokens", "num_loss_tokens")
-    return {k: manifest[k] for k in keys}
+    return {k: getattr(manifest, k) for k in keys}
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from eagle.train.data import FeatureDataset, check_target, collate, plan_batches, read_manifest
+from eagle.ge_data.feature_format import check_target, read_manifest
+from eagle.train.data import FeatureDataset, collate, plan_batches
 from eagle.train.loss import HeadObjective, LossSpec
 
 
@@ -148,7 +149,7 @@ def validate_head(
     model.eval()
     out: dict[str, Any] = {"head": str(head_dir)}
     if data_dir is not None:
-        from eagle.ge_data.manifest import target_fingerprint
+        from eagle.ge_data.feature_format import target_fingerprint
 
         manifest = read_manifest(data_dir)
         target = model.target
