@@ -10,6 +10,8 @@ from eagle.model import presets
 from eagle.model.draft import DynamicTree, EagleDrafter
 from eagle.model.tree import (
     StaticTree,
+    ancestor_mask,
+    ancestor_mask_reference,
     build_tree,
     select_dynamic_tree,
     tree_paths,
@@ -43,6 +45,36 @@ def test_mask_depth_and_paths_of_a_hand_built_tree():
     assert torch.equal(tree.mask, expected)
     assert tree.depth.tolist() == [0, 1, 1, 2, 2, 2, 3]
     assert tree_paths(tree).tolist() == [[0, 2, 4, -1], [0, 2, 5, -1], [0, 1, 3, 6]]
+
+
+def _random_parents(size: int, seed: int) -> torch.Tensor:
+    """A random tree of ``size`` nodes whose parents come first; seed 0 gives a chain."""
+    if seed == 0:
+        return torch.arange(-1, size - 1)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tensor(
+        [-1] + [int(torch.randint(0, i, (), generator=gen)) for i in range(1, size)]
+    )
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 9, 17, 60, 130])
+def test_ancestor_mask_matches_the_node_by_node_reference(size):
+    for seed in range(4):
+        parents = _random_parents(size, seed)
+        reference = ancestor_mask_reference(parents)
+        deepest = int(reference.sum(dim=1).max()) - 1
+        for bound in (deepest, deepest + 3):  # max_depth is an upper bound
+            assert torch.equal(ancestor_mask(parents, bound), reference), (size, seed, bound)
+    assert torch.equal(ancestor_mask_reference(PARENTS), build_tree(PARENTS, PARENTS, 3).mask)
+
+
+def test_a_static_tree_moves_its_tensors_once():
+    tree = StaticTree.from_paths(presets.static_tree("mc_sim_7b_63"))
+    moved = tree.to("meta")
+    assert moved.paths == tree.paths and moved.max_rank == tree.max_rank
+    tensors = [moved.parents, moved.ranks, moved.mask, moved.node_depth, *moved.level_nodes]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert torch.equal(tree.mask, ancestor_mask_reference(tree.parents))
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 3, 5])

@@ -76,6 +76,7 @@ class KVBuffer:
 @dataclass
 class DraftState:
     cache: KVBuffer
+    tree: DynamicTree | StaticTree  # the drafter's tree; a static one on the head's device
 
 
 class EagleDrafter:
@@ -92,12 +93,11 @@ class EagleDrafter:
     def max_tree_depth(self) -> int:
         return self.tree.depth + 1 if isinstance(self.tree, DynamicTree) else self.tree.depth
 
-    @property
-    def tree_size(self) -> int:
-        return self.tree.total_token if isinstance(self.tree, DynamicTree) else self.tree.size
-
     def start(self) -> DraftState:
-        return DraftState(KVBuffer(self.head.num_layers))
+        tree = self.tree
+        if isinstance(tree, StaticTree):  # moved once per generation, not in every step
+            tree = tree.to(self.head.fc.weight.device)
+        return DraftState(KVBuffer(self.head.num_layers), tree)
 
     def propose(self, state: DraftState, features: Tensor, next_tokens: Tensor) -> TreeBuffers:
         """features [n, F] of newly committed positions, next_tokens [n] (the last is the root)."""
@@ -113,15 +113,8 @@ class EagleDrafter:
                 torch.cat((minus_one, rank)),
             )
         tokens = self._fill_static(state, hidden, logits, root)
-        tree = self.tree
-        device = tokens.device
-        return TreeBuffers(
-            tokens,
-            tree.parents.to(device),
-            tree.mask.to(device),
-            tree.node_depth.to(device),
-            tree.depth,
-        )
+        tree = state.tree
+        return TreeBuffers(tokens, tree.parents, tree.mask, tree.node_depth, tree.depth)
 
     def _catch_up(
         self, state: DraftState, features: Tensor, next_tokens: Tensor
@@ -201,9 +194,9 @@ class EagleDrafter:
     def _fill_static(
         self, state: DraftState, hidden: Tensor, logits: Tensor, root: Tensor
     ) -> Tensor:
-        tree: StaticTree = self.tree
+        tree: StaticTree = state.tree
         device = root.device
-        parents, ranks = tree.parents.to(device), tree.ranks.to(device)
+        parents, ranks = tree.parents, tree.ranks
         tokens = root.new_zeros(tree.size)
         tokens[0] = root[0]
         outputs = hidden.new_zeros(tree.size, hidden.shape[-1])
@@ -211,14 +204,12 @@ class EagleDrafter:
         candidates = root.new_zeros(tree.size, tree.max_rank)  # top-k target ids per node
         candidates[0] = self.head.draft_to_target(torch.topk(logits, tree.max_rank).indices)
         fed = torch.zeros(0, dtype=torch.long, device=device)  # nodes whose keys are in scratch
-        full_mask = tree.mask.to(device)
         for level, nodes in enumerate(tree.level_nodes):
-            nodes = nodes.to(device)
             tokens[nodes] = candidates[parents[nodes], ranks[nodes]]
             if level == tree.depth - 1:
                 break
             fed = torch.cat((fed, nodes))
-            ancestors = full_mask[nodes][:, fed]
+            ancestors = tree.mask[nodes][:, fed]
             out, logp = self._tree_step(
                 state,
                 fed.shape[0] - nodes.shape[0],

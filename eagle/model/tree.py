@@ -8,7 +8,10 @@ relies on that order (a node's ancestors sorted by index are its root-to-node pa
 From ``parents`` follow the buffers the target needs: the ancestor-or-self mask [T, T], node
 depths [T] (position id = committed length + depth) and, when asked for, the padded root-to-leaf
 paths (the original's "retrieve indices"). All of it is tensor code; loops run over tree
-levels, never over nodes.
+levels, never over nodes. What every decode step calls (``build_tree``,
+``select_dynamic_tree``) keeps fixed shapes and never reads a tensor on the host, so on a GPU it
+never waits for the device. ``truncate_depth`` (run only when a tree would pass a learned
+position limit) and ``tree_paths`` (tests and tools) index with boolean masks, which do.
 """
 
 from __future__ import annotations
@@ -34,17 +37,31 @@ class TreeBuffers:
 
 
 def ancestor_mask(parents: Tensor, max_depth: int) -> Tensor:
-    """parents [T] (-1 = root) -> bool [T, T], ancestor-or-self, by pointer jumping per level."""
+    """parents [T] (-1 = root) -> bool [T, T], ancestor-or-self; max_depth bounds the depth.
+
+    Repeated squaring of the parent-or-self relation: after s squarings the mask reaches 2**s
+    levels up, so ceil(log2(max_depth)) matrix products reach the root. Fixed shapes only, so it
+    never waits for the device (``ancestor_mask_reference`` is the node-by-node definition).
+    """
+    reach = torch.eye(parents.shape[0], dtype=torch.float32, device=parents.device)
+    reach.scatter_(1, parents.clamp(min=0)[:, None], 1.0)  # the root is its own parent here
+    levels = 1
+    while levels < max_depth:
+        reach = (reach @ reach).clamp(max=1.0)  # 0/1 sums: exact in any float matmul
+        levels *= 2
+    return reach > 0
+
+
+def ancestor_mask_reference(parents: Tensor) -> Tensor:
+    """Slow reference of ``ancestor_mask``: walk from every node up to the root."""
     t = parents.shape[0]
-    rows = torch.arange(t, device=parents.device)
-    mask = torch.zeros(t, t, dtype=torch.bool, device=parents.device)
-    mask[rows, rows] = True
-    ancestor = parents.clone()
-    for _ in range(max_depth):
-        present = ancestor >= 0
-        mask[rows[present], ancestor[present]] = True
-        ancestor = torch.where(present, parents[ancestor.clamp(min=0)], ancestor)
-    return mask
+    mask = torch.zeros(t, t, dtype=torch.bool)
+    for node in range(t):
+        ancestor = node
+        while ancestor >= 0:
+            mask[node, ancestor] = True
+            ancestor = int(parents[ancestor])
+    return mask.to(parents.device)
 
 
 def build_tree(
@@ -142,6 +159,18 @@ class StaticTree:
     @property
     def depth(self) -> int:
         return len(self.level_nodes)
+
+    def to(self, device: torch.device | str) -> StaticTree:
+        """The same tree with its index tensors on ``device`` (copied once, not every step)."""
+        return StaticTree(
+            self.paths,
+            self.parents.to(device),
+            self.ranks.to(device),
+            tuple(nodes.to(device) for nodes in self.level_nodes),
+            self.max_rank,
+            self.mask.to(device),
+            self.node_depth.to(device),
+        )
 
     @classmethod
     def from_paths(cls, paths: list[list[int]] | tuple) -> StaticTree:

@@ -96,13 +96,14 @@ def accept(
 
     tokens [T], parents [T] (-1 root), mask [T, T] ancestor-or-self, depth [T], choices [T] (the
     target's token at each node). Ties between equally deep chains go to the lower node index.
+    One host sync (the path's length); indexing with a 0-d tensor would add one per use.
     """
     matches = tokens == choices[parents.clamp(min=0)]
     matches[0] = True
     chain_ok = ~(mask & ~matches).any(dim=1)
-    best = torch.where(chain_ok, depth, -1).argmax()
-    path = mask[best].nonzero().squeeze(1)
-    return Acceptance(path=path, bonus=choices[best])
+    best = torch.where(chain_ok, depth, -1).argmax(dim=0, keepdim=True)  # [1]
+    path = mask[best].nonzero()[:, 1]
+    return Acceptance(path=path, bonus=choices[best][0])
 
 
 def accept_reference(
