@@ -20,7 +20,6 @@ name the argument and its allowed values.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 
@@ -40,10 +39,8 @@ from eagle.model.generate import (
     decode,
     sampling_params,
 )
-from eagle.model.target import TargetModel
+from eagle.model.target import TargetModel, collect_eos_ids
 from eagle.model.tree import StaticTree
-
-logger = logging.getLogger(__name__)
 
 TOTAL_TOKEN = Bound(1, integer=True, special=(-1,))  # -1: measure on this device
 THRESHOLD = Bound()  # accepted for compatibility, unused: any finite number
@@ -265,15 +262,3 @@ def _check_path(name: str, value: object) -> None:
         raise ValueError(
             f"{name} must be a hub id or a local folder (a non-empty str or path), got {value!r}"
         )
-
-
-def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:
-    """Every end-of-sequence id of the generation config and the tokenizer."""
-    ids: set[int] = set()
-    config = getattr(model, "generation_config", None)
-    for source in (getattr(config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source is not None:
-            ids.update(int(i) for i in source)
-    return ids

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
+from eagle.model.verify import GREEDY_TEMPERATURE
+
 logger = logging.getLogger(__name__)
 
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -215,7 +217,7 @@ class TargetModel:
     ) -> Tensor:
         """Plain batched generation for data regeneration: left-padded prompts [B, P] ->
         [B, P + new] (transformers' own ``generate``; rows that stopped are padded)."""
-        sample = temperature > 1e-5
+        sample = temperature > GREEDY_TEMPERATURE
         return self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -284,6 +286,18 @@ class TargetModel:
                 f"{type(self.model).__name__} with attention {self.attention!r} ignores custom 4D "
                 "attention masks, so tree verification would be wrong; try attn_implementation='sdpa'"
             )
+
+
+def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:
+    """Every end-of-sequence id of the generation config and the tokenizer."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for source in (getattr(config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(int(i) for i in source)
+    return ids
 
 
 def _gather_rows(x: Tensor, rows: Tensor, start: int, end: int) -> Tensor:
