@@ -16,6 +16,7 @@ from helpers import VOCAB, fit_head, greedy_sequences, make_target, random_head
 
 from eagle.model.draft import DynamicTree
 from eagle.model.ea_model import EaModel
+from eagle.model.generate import stop_point
 from eagle.model.tree import StaticTree
 
 NEW_TOKENS = 48
@@ -112,6 +113,22 @@ def test_stops_at_every_eos_id_and_returns_nothing_after():
         assert generated == full[: first_repeat_free + 1]
         assert new_tokens == first_repeat_free + 1
     model.eos_ids = set()
+
+
+@pytest.mark.parametrize(
+    ("tokens", "room", "expected"),
+    [
+        ([5, 6, 7], None, (3, False)),  # no EOS: everything
+        ([5, 2, 7, 2], None, (2, True)),  # through the first EOS, which counts
+        ([2], None, (1, True)),
+        ([5, 6, 2], 2, (2, False)),  # the room ends it before the EOS
+        ([5, 6, 2], 3, (3, True)),
+        ([5, 6, 7], 5, (3, False)),
+        ([], None, (0, False)),
+    ],
+)
+def test_stop_point_keeps_tokens_through_the_first_eos_within_the_room(tokens, room, expected):
+    assert stop_point(tokens, {2, 3}, room) == expected
 
 
 def test_streaming_yields_growing_prefixes_of_the_final_output():

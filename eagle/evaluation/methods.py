@@ -5,8 +5,8 @@
 - ``hf_generate``: ``transformers`` ``generate()``, a reference point.
 - ``hf_prompt_lookup``: ``generate(prompt_lookup_num_tokens=N)``, a draft-free reference point.
 
-Every method returns the generated ids cut after the first EOS (which counts) by the same
-function, so all answer files count tokens identically. Target steps are the model's own count
+Every method returns the generated ids cut after the first EOS (which counts) by the decode
+loop's own ``generate.stop_point``, so all answer files count tokens identically. Target steps are the model's own count
 for EaModel (``idx + 1``) and the number of target forward calls for ``generate()``. Each
 method's ``record`` holds its own settings for the answer files (the EAGLE tree, the prompt
 lookup length).
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from eagle.model.draft import DynamicTree
+from eagle.model.generate import stop_point
 from eagle.model.target import DTYPES
 from eagle.model.tree import StaticTree
 from eagle.model.verify import GREEDY_TEMPERATURE
@@ -59,14 +60,6 @@ class Method(Protocol):
     def generate(self, prompt: list[int], settings: Settings) -> Generation: ...
 
 
-def cut_at_eos(tokens: list[int], eos_ids: frozenset[int]) -> list[int]:
-    """Tokens up to and including the first EOS id; everything after it is dropped."""
-    for position, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[: position + 1]
-    return tokens
-
-
 class EaMethod:
     """``eagle`` or ``baseline``: one of EaModel's generation functions with ``log=True``."""
 
@@ -92,8 +85,9 @@ class EaMethod:
             max_length=settings.max_length,
             log=True,
         )
-        tokens = cut_at_eos(output[0, len(prompt) :].tolist(), self._eos_ids)
-        return Generation(tokens, int(idx) + 1)
+        tokens = output[0, len(prompt) :].tolist()
+        count, _ = stop_point(tokens, self._eos_ids)
+        return Generation(tokens[:count], int(idx) + 1)
 
 
 class HFGenerateMethod:
@@ -124,8 +118,9 @@ class HFGenerateMethod:
                 prompt_lookup_num_tokens=self._prompt_lookup,
                 **_sampling_kwargs(settings),
             )
-        tokens = cut_at_eos(output[0, len(prompt) :].tolist(), self._eos_ids)
-        return Generation(tokens, calls[0])
+        tokens = output[0, len(prompt) :].tolist()
+        count, _ = stop_point(tokens, self._eos_ids)
+        return Generation(tokens[:count], calls[0])
 
 
 def tree_record(tree: DynamicTree | StaticTree) -> dict[str, Any]:
@@ -180,7 +175,7 @@ def build_methods(names: list[str], config: ModelConfig) -> tuple[dict[str, Meth
     Every method counts tokens up to the first of the stop ids EaModel's decode loop uses.
     """
     check_methods(names, config)
-    from eagle.model.ea_model import collect_eos_ids
+    from eagle.model.target import collect_eos_ids
 
     if config.ea_model_path is not None:
         ea_model = _load_ea_model(config)

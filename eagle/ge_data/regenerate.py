@@ -49,6 +49,7 @@ from eagle.ge_data.sharegpt import (
     iter_raw_records,
     normalize_record,
 )
+from eagle.model.generate import stop_point
 
 logger = logging.getLogger(__name__)
 _SHAREGPT_ROLES = {"system": "system", USER: "human", ASSISTANT: "gpt"}
@@ -106,14 +107,6 @@ class RegenStats:
         )
 
 
-def _answer_ids(row: list[int], eos_ids: frozenset[int]) -> tuple[list[int], int]:
-    """(answer ids before the first end-of-sequence id, number of tokens generated)."""
-    for k, token in enumerate(row):
-        if token in eos_ids:
-            return row[:k], k + 1
-    return row, len(row)
-
-
 @torch.inference_mode()
 def generate_answers(
     chat: ChatTarget, prompts: Sequence[list[int]], settings: RegenSettings
@@ -134,7 +127,8 @@ def generate_answers(
     )
     answers = []
     for row in out[:, ids.shape[1] :].tolist():
-        answer, generated = _answer_ids(row, chat.eos_ids)
+        generated, ended = stop_point(row, chat.eos_ids)  # the EOS counts, but is not text
+        answer = row[: generated - 1] if ended else row
         text = chat.tokenizer.decode(answer, skip_special_tokens=True).strip()
         answers.append((text, generated))
     return answers

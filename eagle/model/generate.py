@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY
-from eagle.model.target import TargetModel
 from eagle.model.tree import TreeBuffers, build_tree, truncate_depth
 from eagle.model.verify import SamplingParams, accept, target_choices
+
+if TYPE_CHECKING:  # the loop only calls the adapter; importing it would load transformers
+    from eagle.model.target import TargetModel
 
 logger = logging.getLogger(__name__)
 
@@ -252,11 +254,12 @@ class _Decoding:
         with self.section("other", device):
             choices = target_choices(out.logits, self.params, self.generator)
             result = accept(tree.tokens, tree.parents, tree.mask, tree.depth, choices)
-            target.keep(self.cache, self.past, result.path)
-            self.past += result.path.shape[0]
             emitted = torch.cat((tree.tokens[result.path[1:]], result.bonus[None]))
             room = self.budget - self.new_tokens
-            count, finished = _stop_point(emitted.tolist(), self.eos_ids, room)
+            count, stopped = stop_point(emitted.tolist(), self.eos_ids, room)
+            finished = stopped or count == room
+            target.keep(self.cache, self.past, result.path)
+            self.past += result.path.shape[0]
             start = self.prompt + self.new_tokens
             self.ids[0, start : start + count] = emitted[:count]
             self.new_tokens += count
@@ -275,10 +278,17 @@ class _Decoding:
         )
 
 
-def _stop_point(emitted: list[int], eos_ids: set[int], room: int) -> tuple[int, bool]:
-    """How many of the emitted tokens to keep (through the first EOS, within room), and stop?"""
-    for i, token in enumerate(emitted[:room]):
-        if token in eos_ids:
+def stop_point(
+    tokens: Sequence[int], eos_ids: Collection[int], room: int | None = None
+) -> tuple[int, bool]:
+    """(how many of ``tokens`` to keep, whether they end with an EOS id).
+
+    The tokens are kept through the first EOS id, which counts as generated; nothing after it,
+    and at most ``room`` of them (None: no limit). The one place that cuts generated ids at an
+    EOS: the decode loop, the evaluation methods and the data regeneration all call it.
+    """
+    limit = len(tokens) if room is None else min(len(tokens), room)
+    for i in range(limit):
+        if tokens[i] in eos_ids:
             return i + 1, True
-    count = min(len(emitted), room)
-    return count, count == room
+    return limit, False
