@@ -13,7 +13,7 @@ import torch
 from helpers import HIDDEN, VOCAB, make_target
 
 from eagle.model.checkpoint import HeadCheckpointError, load_head, save_head
-from eagle.model.draft_head import TargetParts
+from eagle.model.draft_head import Rotary, TargetParts
 
 H, FFN, KV_HEADS, HEAD_DIM, DRAFT_VOCAB = HIDDEN, 64, 2, 8, 40
 KV = KV_HEADS * HEAD_DIM
@@ -178,6 +178,20 @@ def test_eagle3_config_with_eagle1_weights_is_refused(tmp_path, parts):
 def test_old_rotary_buffers_are_tolerated(tmp_path, parts):
     state = eagle1_state() | {"layers.0.self_attn.rotary_emb.inv_freq": torch.ones(HEAD_DIM // 2)}
     assert load_head(write(tmp_path, config(), state), parts).variant == "eagle1"
+
+
+def test_the_head_derives_float32_rope_frequencies_whatever_its_dtype(tmp_path, parts):
+    state = eagle1_state() | {"layers.0.self_attn.rotary_emb.inv_freq": torch.ones(HEAD_DIM // 2)}
+    head = load_head(write(tmp_path, config(), state), parts, dtype=torch.bfloat16)
+    theta = head.config.rope_theta
+    expected = (
+        1.0 / theta ** (torch.arange(0, HEAD_DIM, 2, dtype=torch.float64) / HEAD_DIM)
+    ).float()
+    assert torch.equal(head.rotary.inv_freq, expected)  # float32, not the saved ones
+    assert torch.equal(head.half().rotary.inv_freq, expected)  # casts do not round them
+    with torch.device("meta"):
+        rotary = Rotary(head.config)
+    assert torch.equal(rotary.to_empty(device="cpu").inv_freq, expected)
 
 
 def test_head_for_another_vocabulary_is_refused(tmp_path, parts):

@@ -32,7 +32,6 @@ from eagle.model.draft_head import (
     DraftHead,
     HeadConfig,
     HeadFieldError,
-    Rotary,
     TargetParts,
     build_head,
     check_head_fields,
@@ -354,7 +353,6 @@ def load_head(
         state["t2d"] = state["t2d"].bool()
         state["d2t"] = state["d2t"].long()
     head.load_state_dict(state, strict=True, assign=True)
-    head.rotary = Rotary(config)  # derived buffer, not in the checkpoint
     # .to(dtype) casts floating tensors only: d2t (int64) and t2d (bool) keep their types
     return head.to(device=device or "cpu", dtype=dtype).eval()
 

@@ -228,9 +228,11 @@ class RMSNorm(nn.Module):
 
 
 def rope_inverse_frequencies(config: HeadConfig) -> tuple[Tensor, float]:
-    """Inverse frequencies [D/2] and the position divisor for the head's RoPE scaling type."""
+    """Inverse frequencies [D/2] (float32, computed on the CPU in float64) and the position
+    divisor for the head's RoPE scaling type."""
     d = config.dim_per_head
-    inv = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    exponents = torch.arange(0, d, 2, dtype=torch.float64, device="cpu") / d
+    inv = 1.0 / (config.rope_theta**exponents)
     scaling = config.rope_scaling or {}
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "default":
@@ -252,13 +254,32 @@ def rope_inverse_frequencies(config: HeadConfig) -> tuple[Tensor, float]:
 
 
 class Rotary(nn.Module):
-    """RoPE in the rotate-half convention of Llama checkpoints."""
+    """RoPE in the rotate-half convention of Llama checkpoints.
+
+    The module owns its table: the inverse frequencies are derived from the config, never
+    loaded from a checkpoint and never cast. Moving or casting the head (``.to``, ``.cuda``,
+    ``.half``, ``to_empty``, DeepSpeed's bf16 cast) recomputes them in float32 on the new device,
+    so a bf16 head rotates with the frequencies it was trained with, and a head built on the meta
+    device (as ``checkpoint.load_head`` builds it) gets real values when it is moved.
+    """
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
-        inv, divisor = rope_inverse_frequencies(config)
-        self.register_buffer("inv_freq", inv, persistent=False)
-        self.divisor = divisor
+        self.config = config
+        self.divisor = rope_inverse_frequencies(config)[1]
+        inv_freq = self._frequencies(torch.get_default_device())
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _frequencies(self, device: torch.device) -> Tensor:
+        return rope_inverse_frequencies(self.config)[0].to(device)
+
+    def _apply(self, fn, recurse: bool = True):  # no submodules: recurse changes nothing
+        # ``fn`` converts one tensor; where it sends a probe is the new device (a meta buffer
+        # stands for the CPU: it holds no values to convert)
+        here = self.inv_freq.device
+        probe = torch.empty(0, device="cpu" if here.type == "meta" else here)
+        self.inv_freq = self._frequencies(fn(probe).device)
+        return self
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """positions [B, S] -> cos, sin [B, 1, S, D]."""

@@ -43,7 +43,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eagle.model.checkpoint import save_head
-from eagle.model.draft_head import Rotary
 from eagle.train.build import make_optimizer, make_scheduler
 from eagle.train.config import TrainConfig
 from eagle.train.data import FeatureDataset, collate, plan_batches, shard_batches, split_samples
@@ -151,9 +150,6 @@ class Trainer:
         optimizer = make_optimizer(objective.head, config)
         self.scheduler = make_scheduler(optimizer, config, self.total_steps())
         self.model, self.optimizer = accelerator.prepare(objective, optimizer)
-        # a bf16 engine (DeepSpeed) casts every float buffer; RoPE frequencies must stay fp32
-        head = accelerator.unwrap_model(self.model).head
-        head.rotary = Rotary(head.config).to(accelerator.device)
         # micro-batches with a non-finite loss since the start, summed on the device (no sync)
         self._nonfinite = torch.zeros((), device=accelerator.device)
 
