@@ -15,6 +15,7 @@ and in range, ``--top-k`` within the head's draft vocabulary, ``--device`` prese
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -85,6 +86,13 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def show_library_progress() -> None:
+    """The library's INFO messages (the first-use conversion of the built-in target, the
+    ``total_token=-1`` measurements) on stderr, like ``say``."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("eagle").setLevel(logging.INFO)
+
+
 def load(args: argparse.Namespace):
     import torch
 
@@ -117,6 +125,7 @@ def timed(generate, input_ids, args) -> tuple:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    show_library_progress()
     model = load(args)
     try:
         run(model, args)

@@ -88,9 +88,11 @@ def test_a_failed_conversion_leaves_nothing_behind_and_stale_staging_is_removed(
 
 _WORKER = textwrap.dedent(
     """
-    import os, sys, time
+    import logging, os, sys, time
     from pathlib import Path
     from eagle.model import defaults
+
+    logging.basicConfig(level=logging.INFO)  # the command decides what to show
 
     log, start = Path(sys.argv[1]), float(sys.argv[2])
 

@@ -10,12 +10,14 @@ Two measurements, both on the loaded models:
    path of the large tree tells how many tokens every smaller tree would have accepted.
 
 The choice maximises predicted tokens per second = (1 + accepted(N)) / (draft + verify(N) +
-other), with draft and other times measured in the same calibration run.
+other), with draft and other times measured in the same calibration run. The measurements are
+returned (``TreeChoice``, whose ``summary`` is the table) and logged at INFO on
+``eagle.model.autotune``; the command decides what to show.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ import torch
 
 from eagle.model.draft import DynamicTree
 from eagle.model.generate import SectionTimer
+
+logger = logging.getLogger(__name__)
 
 CANDIDATES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 CALIBRATION_QUESTION = "Explain in a few sentences why the sky looks blue during the day."
@@ -88,10 +92,8 @@ def calibration_prompt(model) -> torch.Tensor:
     return (torch.arange(1, 17) % model.target.vocab_size)[None]
 
 
-def choose_total_token(
-    model, depth: int, top_k: int, new_tokens: int = 64, verbose: bool = True
-) -> TreeChoice:
-    """Measure, predict and pick; prints the table to stderr unless ``verbose=False``.
+def choose_total_token(model, depth: int, top_k: int, new_tokens: int = 64) -> TreeChoice:
+    """Measure, predict and pick; the table is logged at INFO.
 
     Leaves the model with the calibration tree; the caller sets the chosen one.
     """
@@ -115,6 +117,5 @@ def choose_total_token(
         rows.append((n, verify[n] * 1e3, 1 + accepted, (1 + accepted) / step_seconds))
     best = max(rows, key=lambda r: r[3])
     choice = TreeChoice(best[0], tuple(rows), 1.0 / verify[1])
-    if verbose:
-        print(choice.summary(), file=sys.stderr)
+    logger.info("%s", choice.summary())
     return choice

@@ -19,6 +19,9 @@ Protection of that folder:
   (``<name>.partial-<random>``) and the finished folder is moved into place by renames, so a
   reader never sees a half-written checkpoint.
 
+Progress (a conversion starting, waiting for another process, the time it took) is logged at
+INFO on ``eagle.model.defaults``, a rebuilt cache at WARNING; the command decides what to show.
+
 ``resolve_model_path`` maps a registered name (``smollm2-135m-instruct``) to that folder and
 passes any other string (hub id, local path) through unchanged. ``ensure_converted`` takes the
 conversion function as an argument, so tests can exercise the cache with a tiny stand-in.
@@ -29,15 +32,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "smollm2-135m-instruct"
 _MARKER = "eagle-conversion.json"
@@ -112,7 +117,7 @@ def ensure_converted(name: str, convert: Converter | None = None) -> Path:
         if problem is None:
             return destination
         if destination.exists():
-            print(f"eagle: {destination} {problem}; converting again", file=sys.stderr, flush=True)
+            logger.warning("%s %s; converting again", destination, problem)
         _convert_into_place(name, destination, convert or _gguf_converter(name))
     return destination
 
@@ -126,11 +131,7 @@ def _conversion_lock(destination: Path) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(
-            f"eagle: another process is converting {destination.name}; waiting for it...",
-            file=sys.stderr,
-            flush=True,
-        )
+        logger.info("another process is converting %s; waiting for it...", destination.name)
         try:
             lock.acquire(timeout=LOCK_TIMEOUT_S)
         except Timeout as err:
@@ -156,11 +157,10 @@ def _convert_into_place(name: str, destination: Path, convert: Converter) -> Non
     for stale in root.glob(f"{name}.old-*"):
         shutil.rmtree(stale, ignore_errors=True)
     start = time.perf_counter()
-    print(
-        f"eagle: converting {name} to a safetensors checkpoint in {destination} "
-        "(first use only, about 15-30 s)...",
-        file=sys.stderr,
-        flush=True,
+    logger.info(
+        "converting %s to a safetensors checkpoint in %s (first use only, about 15-30 s)...",
+        name,
+        destination,
     )
     staging = Path(tempfile.mkdtemp(prefix=f"{name}.partial-", dir=root))
     try:
@@ -173,7 +173,7 @@ def _convert_into_place(name: str, destination: Path, convert: Converter) -> Non
         staging.rename(destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left when the conversion failed
-    print(f"eagle: converted in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    logger.info("converted in %.0f s", time.perf_counter() - start)
 
 
 def write_marker(folder: Path, name: str) -> None:
