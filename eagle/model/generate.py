@@ -7,8 +7,13 @@ same loop with a proposer that offers the root alone, so both run through the sa
 calls, masks and cache (a fair baseline).
 
 Counting: ``new_tokens`` is the number of generated tokens (an EOS token included, nothing
-after it); ``steps`` counts target forward passes, the prefill included, so plain decoding has
+after it: ``stop_point``, which the evaluation and data regeneration cut their answers with
+too); ``steps`` counts target forward passes, the prefill included, so plain decoding has
 tokens/steps = 1 and the mean acceptance length is tau = new_tokens / steps.
+
+Host syncs: a step reads the device twice (the accepted path's length in ``verify.accept``,
+then the emitted ids for the stop point); drafting and tree building never do
+(``tests/test_host_syncs.py`` counts them).
 
 Arguments are checked before any work (``decode`` validates when called, not when first
 iterated): ``input_ids`` a non-empty integer tensor [1, L] of ids inside the target vocabulary,

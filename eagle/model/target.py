@@ -16,6 +16,8 @@ Sliding-window attention is only correct while the whole sequence fits in the wi
 adapter reports that window as a context limit. Models with a learned absolute position table
 (GPT-2's ``n_positions``, OPT) cannot take a position past it at all; the adapter reports that
 table's size as ``position_limit`` (None for rotary, ALiBi and other unbounded schemes).
+
+``collect_eos_ids`` reads the stop ids from the model's generation config and the tokenizer.
 """
 
 from __future__ import annotations
