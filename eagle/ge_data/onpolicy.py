@@ -164,11 +164,11 @@ def answer_batch(
         )
         top = _topk_of_logits(logits[:, -1], max(k, 1))
         nxt = top.ids[:, 0].long()
+        step_feats = feats[:, -1].to(dtype).cpu()  # one copy to the host per step
         keep = []
-        for i, b in enumerate(live.tolist()):
-            token = int(current[i])
+        for i, (b, token) in enumerate(zip(live.tolist(), current.tolist(), strict=True)):
             answers[b].append(token)
-            answer_feats[b].append(feats[i, -1].to(dtype).cpu())
+            answer_feats[b].append(step_feats[i])
             if k:
                 answer_topk[b].append(TopK(top.ids[i : i + 1], top.probs[i : i + 1]))
             if token in eos_ids:
