@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import VOCAB, make_target
 
 from eagle.ge_data.capture import CaptureSettings
 from eagle.ge_data.onpolicy import OnPolicySettings, answer_batch, reference_samples
-from tests.helpers import VOCAB, make_target
 
 
 def _prompts(seed: int, count: int) -> list[list[int]]:
