@@ -8,9 +8,16 @@ any missing, unexpected or mis-shaped key is an error that names it. The only ke
 beyond the parameters are RoPE ``inv_freq`` buffers that old transformers versions saved (they
 are derived from the config and ignored).
 
+Heads published by other trainers (SpecForge, AngelSlim, vllm-project/speculators) are first
+brought into these two layouts by ``head_formats.normalise`` (key renames and nested configs as
+data), which also refuses, with the reason, the families whose computation the head lacks; the
+survey of families is the README section "Heads from the wild".
+
 ``embed_tokens.weight`` may be absent from either format; the head then uses the target's
-embedding. ``d2t``/``t2d`` may be absent only when the draft vocabulary equals the target's
-(then, if present, they must be the identity).
+embedding (an EAGLE-3 head narrower than its target must bring its own). ``d2t``/``t2d`` may be
+absent only when the draft vocabulary equals the target's; then, if present (the original
+trainer, SpecForge and AngelSlim always save them), each must be the identity map, and one that
+is not is refused by name.
 
 Every problem is a ``HeadCheckpointError`` that names the file and, for config.json, the field:
 unreadable or non-object JSON, a field of the wrong type or range (``draft_head.FIELD_RULES``
@@ -28,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eagle.model import head_formats
 from eagle.model.draft_head import (
     DraftHead,
     HeadConfig,
@@ -144,10 +152,10 @@ def detect_variant(
             f"'layers.*' keys (EAGLE-1), found {'both' if has_mid else 'neither'}; keys: {sorted(state)[:12]}"
         )
     variant = "eagle3" if has_mid else "eagle1"
-    if variant == "eagle1" and "draft_vocab_size" in raw_config:
+    if variant == "eagle1" and head_formats.names_eagle3(raw_config):
         raise HeadCheckpointError(
-            f"{source}: config.json has draft_vocab_size (EAGLE-3) but the weights are an "
-            "EAGLE-1 head"
+            f"{source}: config.json names an EAGLE-3 head (draft_vocab_size or architectures "
+            f"{raw_config.get('architectures')}) but the weights are an EAGLE-1 head"
         )
     return variant
 
@@ -301,15 +309,28 @@ def _drop_identity_maps(config: HeadConfig, state: dict[str, Tensor], source) ->
     """With a full draft vocabulary, d2t/t2d may be present only as the identity map."""
     if config.variant != "eagle3" or config.draft_vocab != config.vocab_size:
         return state
-    d2t, t2d = state.get("d2t"), state.get("t2d")
-    identity = (d2t is None or (d2t.shape == (config.vocab_size,) and not bool(d2t.any()))) and (
-        t2d is None or (t2d.shape == (config.vocab_size,) and bool(t2d.all()))
-    )
-    if not identity:
-        raise HeadCheckpointError(
-            f"{source}: draft_vocab_size equals vocab_size ({config.vocab_size}), so 'd2t'/'t2d' "
-            "must be absent or the identity map (d2t all 0, t2d all true)"
-        )
+    # the original EAGLE-3 trainer, SpecForge and AngelSlim register both buffers whatever the
+    # draft vocabulary, so a full-vocabulary head carries them (README, "Heads from the wild")
+    for key, identity, what in (
+        ("d2t", lambda m: not bool(m.any()), "all 0 (draft id i is target id i)"),
+        ("t2d", lambda m: bool(m.all()), "all true (every target id is a draft id)"),
+    ):
+        table = state.get(key)
+        if table is None:
+            continue
+        problem = ""
+        if tuple(table.shape) != (config.vocab_size,):
+            problem = f"has shape {tuple(table.shape)}, not ({config.vocab_size},)"
+        elif table.is_floating_point() or table.is_complex():
+            problem = f"holds {table.dtype} values"
+        elif not identity(table):
+            problem = f"is not the identity map: it must be {what}"
+        if problem:
+            raise HeadCheckpointError(
+                f"{source}: {key!r} {problem}; config.json has draft_vocab_size equal to "
+                f"vocab_size ({config.vocab_size}), a full draft vocabulary, so {key!r} must be "
+                "absent or the identity map"
+            )
     return {k: v for k, v in state.items() if k not in ("d2t", "t2d")}
 
 
@@ -334,6 +355,10 @@ def load_head(
     raw = read_config(config_path)
     weights = weights_file(directory)
     state = read_state_dict(directory)
+    try:
+        raw, state = head_formats.normalise(raw, state, weights)
+    except head_formats.HeadFormatError as err:
+        raise HeadCheckpointError(str(err)) from None
     variant = detect_variant(raw, state, weights)
     if use_eagle3 is not None and use_eagle3 != (variant == "eagle3"):
         raise HeadCheckpointError(
@@ -348,7 +373,7 @@ def load_head(
         head = build_head(config, target, own_embedding=has_embedding)
     check_state_dict(head, state, weights)
     check_tensors(config, state, weights)
-    _check_target_fit(config, target, config_path)
+    _check_target_fit(config, target, config_path, has_embedding)
     if "t2d" in state:
         state["t2d"] = state["t2d"].bool()
         state["d2t"] = state["d2t"].long()
@@ -357,7 +382,7 @@ def load_head(
     return head.to(device=device or "cpu", dtype=dtype).eval()
 
 
-def _check_target_fit(config: HeadConfig, target: TargetParts, source) -> None:
+def _check_target_fit(config: HeadConfig, target: TargetParts, source, has_embedding: bool) -> None:
     vocab, width = target.embed_tokens.weight.shape
     if config.vocab_size != vocab:
         raise HeadCheckpointError(
@@ -369,6 +394,12 @@ def _check_target_fit(config: HeadConfig, target: TargetParts, source) -> None:
         raise HeadCheckpointError(
             f"{source}: EAGLE-3 head expects target hidden size {target_width} "
             f"(target_hidden_size, else hidden_size), the target has {width}"
+        )
+    if config.variant == "eagle3" and config.hidden_size != width and not has_embedding:
+        raise HeadCheckpointError(
+            f"{source}: EAGLE-3 head is {config.hidden_size} wide but the target is {width}; "
+            "the target's embedding cannot feed it, so the checkpoint must include the head's "
+            f"own embed_tokens.weight [{config.vocab_size}, {config.hidden_size}]"
         )
     if config.variant == "eagle1" and config.hidden_size != width:
         raise HeadCheckpointError(
