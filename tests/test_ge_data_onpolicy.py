@@ -74,11 +74,11 @@ def test_ge_data_answers_first_turns_in_one_pass(tmp_path):
     twice."""
     import json
 
+    from helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     from eagle.ge_data.main import main
-    from tests.helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
 
     save_chat_target_dir(make_model("llama", seed=3), tmp_path / "target")
     write_jsonl(tmp_path / "data.jsonl", word_conversations(5, seed=1))

@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
-from helpers import make_target, random_head
-from safetensors.torch import load_file
+from helpers import greedy_samples, make_target, random_head, save_target_dir, write_feature_data
+from safetensors.torch import load_file, save_file
 
+from eagle.ge_data.feature_format import read_manifest, read_vocab
+from eagle.ge_data.vocab import draft_vocab_from_counts
 from eagle.model.checkpoint import load_head, save_head
 from eagle.model.draft_head import TargetParts
 from eagle.train import recipe
@@ -42,6 +44,7 @@ def campaign(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "VAL_ANSWERS", folder / "val.jsonl")
     monkeypatch.setattr(recipe, "STABLE", folder / "stable")
     monkeypatch.setattr(recipe, "CURVE", folder / "curve.jsonl")
+    monkeypatch.setattr(recipe, "ARGMAX_COUNTS", folder / "argmax-counts.safetensors")
     return folder
 
 
@@ -79,14 +82,62 @@ def test_later_chunks_take_the_next_slice_and_continue_the_stable_head(tmp_path,
     assert "--regenerate" not in val and f"--data {campaign / 'val.jsonl'}" in val
     assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and "data-c1" in data
     assert "answers-c1.jsonl" in data
-    assert stable.endswith(f"--init-head {campaign / 'stable'}")
+    # the stable head moved onto the campaign's draft vocabulary (stage 3, in process)
+    assert stable.endswith(f"--init-head {tmp_path}/init-c1")
+
+
+def _chunk_data(target, workdir, chunk: int, seed: int):
+    samples = greedy_samples(target, 4, prompt_len=5, new_tokens=12, seed=seed)
+    write_feature_data(target, workdir / f"data-c{chunk}", samples, target_topk=4)
+    vocab = read_vocab(read_manifest(workdir / f"data-c{chunk}"))
+    assert vocab.argmax_counts is not None and int(vocab.argmax_counts.sum()) > 0
+    return vocab.argmax_counts
+
+
+def test_campaign_counts_add_the_tally_or_the_earlier_folders(tmp_path, campaign):
+    target = make_target("llama")
+    c0, c1 = _chunk_data(target, tmp_path, 0, 1), _chunk_data(target, tmp_path, 1, 2)
+    counts, chunks = recipe.campaign_counts(tmp_path, 1)
+    assert chunks == [0, 1] and torch.equal(counts, c0 + c1)
+    campaign.mkdir()
+    tally = torch.zeros_like(c0)
+    tally[:3] = 7  # unlike any folder: proves the tally, not data-c0, was read
+    save_file({"counts": tally}, recipe.ARGMAX_COUNTS, metadata={"chunks": "0"})
+    counts, chunks = recipe.campaign_counts(tmp_path, 1)
+    assert chunks == [0, 1] and torch.equal(counts, tally + c1)
+    # rerunning a chunk the tally already holds rebuilds from the folders (no double count)
+    save_file({"counts": tally}, recipe.ARGMAX_COUNTS, metadata={"chunks": "0,1"})
+    counts, chunks = recipe.campaign_counts(tmp_path, 1)
+    assert chunks == [0, 1] and torch.equal(counts, c0 + c1)
+
+
+def test_prepare_init_moves_the_stable_head_onto_the_counted_vocabulary(
+    tmp_path, campaign, monkeypatch
+):
+    target = make_target("llama")
+    save_target_dir(target.model, tmp_path / "target")
+    monkeypatch.setattr(recipe, "TARGET", str(tmp_path / "target"))
+    monkeypatch.setattr(recipe, "DRAFT_VOCAB", 64)
+    head = random_head(target, "eagle3", seed=4, draft_vocab=64)
+    save_head(head, campaign / "stable")
+    c0, c1 = _chunk_data(target, tmp_path, 0, 1), _chunk_data(target, tmp_path, 1, 2)
+    out = recipe.prepare_init(tmp_path, 1)
+    d2t, t2d = draft_vocab_from_counts(c0 + c1, 64)
+    parts = TargetParts(target.embed_tokens, target.lm_head)
+    moved = load_head(out, parts, dtype=torch.float32)
+    assert torch.equal(moved.d2t, d2t) and torch.equal(moved.t2d, t2d)
+    assert torch.equal(moved.fc.weight, head.fc.weight)
+    assert torch.equal(load_file(out / "argmax-counts.safetensors")["counts"], c0 + c1)
+    done = json.loads((out / "stage.json").read_text())
+    assert done["chunks"] == [0, 1] and done["new_tokens"] == int((t2d & ~head.t2d).sum())
 
 
 def test_pools_leave_out_v1_training_and_split_by_chat(tmp_path, monkeypatch):
     """The pools hold first turns only, the two sides never share a source chat, and no
     conversation of v1's selection (the first V1_SELECTION of the unsplit shuffle)."""
+    from helpers import word_conversations, write_jsonl
+
     from eagle.ge_data import sharegpt
-    from tests.helpers import word_conversations, write_jsonl
 
     records = word_conversations(40, seed=3)
     for i, record in enumerate(records):
