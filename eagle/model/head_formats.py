@@ -136,8 +136,9 @@ UNSUPPORTED = (
     Unsupported(
         "norm_output",
         _flag("norm_output"),
-        "the head feeds its normalised output back as the next feature (norm_output: true, "
-        f"EAGLE 3.1); {_NEEDS}",
+        "norm_output: true (EAGLE 3.1) moves where the head's output is normalised; this "
+        "library's head feeds back the un-normalised output and normalises only before "
+        f"lm_head; {_NEEDS}",
     ),
     # the first speculators Eagle3Speculator built fc with bias=True
     Unsupported(
