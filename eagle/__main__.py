@@ -15,102 +15,47 @@ and in range, ``--top-k`` within the head's draft vocabulary, ``--device`` prese
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
-from eagle.input_checks import (
-    NON_NEGATIVE,
-    POSITIVE_INT,
-    TREE_FLAGS,
-    check_device,
-    check_flags,
-    check_top_k_fits,
-)
-from eagle.model import shipped
+from eagle.input_checks import NON_NEGATIVE, POSITIVE_INT, check_flags
+from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
-DTYPES = ("float32", "bfloat16", "float16")
 FLAG_BOUNDS = {
     "--max-new-tokens": POSITIVE_INT,
     "--temperature": NON_NEGATIVE,
     "--repeats": POSITIVE_INT,
-    **TREE_FLAGS,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eagle", description=__doc__.split("\n")[0])
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message to answer")
-    p.add_argument(
-        "--base-model-path",
-        default="smollm2-135m-instruct",
-        help="target: hub id, local folder or registered name (default: the built-in SmolLM2)",
-    )
-    p.add_argument(
-        "--ea-model-path",
-        default=None,
-        help="draft head folder (default: the head shipped for the built-in target)",
-    )
+    add_model_flags(p)
     p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate (>= 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (finite, >= 0)")
-    p.add_argument(
-        "--total-token", type=int, default=None, help="tree nodes per step (-1 = measure)"
-    )
-    p.add_argument("--depth", type=int, default=None, help="tree expansion steps")
-    p.add_argument("--top-k", type=int, default=None, help="tree branching")
-    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--repeats", type=int, default=1, help="timed runs of each method (>= 1)")
     return p
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The flags, each checked (exit status 2 naming the flag) before anything is loaded."""
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
+    """The flags and the models they name, each checked (exit status 2 naming the flag) before
+    anything is loaded."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_flags(parser, args, FLAG_BOUNDS)
-    try:
-        check_device(args.device)
-        args.head_path, args.tree = shipped.head_and_tree(
-            args.base_model_path, args.ea_model_path,
-            total_token=args.total_token, depth=args.depth, top_k=args.top_k,
-        )  # fmt: skip
-        check_top_k_fits(args.tree.get("top_k"), args.head_path)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
-    return args
+    return args, checked_model_spec(parser, args)
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def show_library_progress() -> None:
-    """The library's INFO messages (the first-use conversion of the built-in target, the
-    ``total_token=-1`` measurements) on stderr, like ``say``."""
-    logging.basicConfig(format="%(message)s", stream=sys.stderr)
-    logging.getLogger("eagle").setLevel(logging.INFO)
-
-
-def load(args: argparse.Namespace):
-    import torch
-
-    from eagle.model.checkpoint import HeadCheckpointError
-    from eagle.model.ea_model import EaModel
-
-    say(f"loading target {args.base_model_path} and head {args.head_path} ({args.dtype}) ...")
+def load(spec: ModelSpec):
+    say(f"loading target {spec.base_model_path} and head {spec.ea_model_path} ({spec.dtype}) ...")
     start = time.perf_counter()
-    try:
-        model = EaModel.from_pretrained(
-            base_model_path=args.base_model_path,
-            ea_model_path=args.head_path,
-            dtype=getattr(torch, args.dtype),
-            device_map=args.device,
-            **args.tree,
-        )
-    except (HeadCheckpointError, OSError) as error:
-        raise SystemExit(f"python -m eagle: cannot load the models: {error}") from error
+    model = load_ea_model(spec)
     say(f"loaded in {time.perf_counter() - start:.1f} s; tree {model.tree}")
     return model
 
@@ -124,9 +69,8 @@ def timed(generate, input_ids, args) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    show_library_progress()
-    model = load(args)
+    args, spec = parse_args(argv)
+    model = load(spec)
     try:
         run(model, args)
     except ValueError as error:  # e.g. a prompt that leaves no room for an answer

@@ -196,6 +196,7 @@ def question_file(tmp_path: Path) -> Path:
 
 def _generate(target: Path, questions: Path, out: Path, *argv: str) -> None:
     common = ["--base-model-path", str(target), "--bench-name", str(questions), "--device", "cpu"]
+    common += ["--dtype", "float32"]  # greedy agreement with plain decoding is exact in fp32
     options = ["--max-new-token", "12", "--warmup", "1", "--answer-file", str(out)]
     gen_ea_answer.main([*common, *options, *argv])
 

@@ -13,6 +13,7 @@ import pytest
 from eagle.benchmarks import load_questions
 from eagle.evaluation import gen_answer, gen_baseline_answer, gen_ea_answer, speed
 from eagle.evaluation.answers import answered_ids, read_answers
+from eagle.model.loading import model_spec
 
 
 def _lines(path: Path, records: list) -> Path:
@@ -68,7 +69,7 @@ BASE = ["--base-model-path", "/nonexistent/target"]
         ),
         (gen_ea_answer.main, [*BASE, "--method", "medusa"], "invalid choice: 'medusa'"),
         (gen_ea_answer.main, [*BASE, "--dtype", "int8"], "argument --dtype: invalid choice"),
-        (gen_ea_answer.main, [*BASE, "--device", "tpu"], "argument --device: invalid choice"),
+        (gen_ea_answer.main, [*BASE, "--device", "tpu"], "--device must be one of cpu, cuda"),
         (
             gen_ea_answer.main,
             [*BASE, "--method", "hf_generate", "--max-new-token", "0"],
@@ -111,13 +112,13 @@ def test_tree_flags_default_to_the_heads_tree_json(tmp_path) -> None:
     head = tmp_path / "head"
     head.mkdir()
     args = parser.parse_args([*BASE, "--ea-model-path", str(head)])
-    config = gen_answer.model_config(args, ["eagle"])
+    config = model_spec(args)
     assert (config.total_token, config.depth, config.top_k) == (60, 7, 10)  # the original's
     (head / "tree.json").write_text('{"total_token": 12, "depth": 5, "top_k": 4}')
-    config = gen_answer.model_config(args, ["eagle"])
+    config = model_spec(args)
     assert (config.total_token, config.depth, config.top_k) == (12, 5, 4)
     args = parser.parse_args([*BASE, "--ea-model-path", str(head), "--depth", "3"])
-    config = gen_answer.model_config(args, ["eagle"])
+    config = model_spec(args)
     assert (config.total_token, config.depth, config.top_k) == (12, 3, 4)
     assert config.ea_model_path == str(head)
 

@@ -50,7 +50,7 @@ def test_no_shipped_head_for_other_targets():
         (["--depth", "0"], "--depth must be >= 1"),
         (["--top-k", "-3"], "--top-k must be >= 1"),
         (["--top-k", "9000"], "--top-k 9000 (or the head's tree.json) exceeds the draft vocab"),
-        (["--device", "tpu"], "--device must be one of cpu, cuda, cuda:N, got 'tpu'"),
+        (["--device", "tpu"], "--device must be one of cpu, cuda, cuda:N, auto, got 'tpu'"),
         (["--device", "meta"], "--device must be one of cpu, cuda, cuda:N"),
         (["--dtype", "int8"], "argument --dtype: invalid choice"),
         (["--base-model-path", "meta-llama/Llama-3.1-8B"], "--ea-model-path"),

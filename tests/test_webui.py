@@ -354,12 +354,13 @@ def test_importing_the_module_loads_and_parses_nothing():
 
 
 def test_flags_defaults_and_variant_switches():
-    args = webui.parse_args([])
+    args, spec = webui.parse_args([])
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
     assert args.ea_model_path is None and args.use_eagle3 is None
-    assert webui.parse_args(["--no-eagle3"]).use_eagle3 is False
-    assert webui.parse_args(["--use-eagle3"]).use_eagle3 is True
-    assert webui.parse_args(["--max-new-tokens", "64"]).max_new_token == 64
+    assert spec.ea_model_path.endswith("smollm2-135m-instruct-eagle3")  # the shipped head
+    assert webui.parse_args(["--no-eagle3"])[1].use_eagle3 is False
+    assert webui.parse_args(["--use-eagle3"])[1].use_eagle3 is True
+    assert webui.parse_args(["--max-new-tokens", "64"])[0].max_new_token == 64
 
 
 @pytest.mark.parametrize(
@@ -383,15 +384,17 @@ def test_bad_flags_are_errors_naming_the_flag(argv, named, capsys):
     assert named in capsys.readouterr().err
 
 
-def test_default_target_without_a_shipped_head_names_the_flag(monkeypatch):
+def test_default_target_without_a_shipped_head_names_the_flag(monkeypatch, capsys):
     from eagle.model import shipped
 
     def missing(name):
         raise FileNotFoundError(f"the shipped head for {name} is missing")
 
     monkeypatch.setattr(shipped, "head_for", missing)
-    with pytest.raises(SystemExit, match="--ea-model-path"):
-        webui.load_model(webui.parse_args([]))
+    with pytest.raises(SystemExit) as exit_info:  # before anything is loaded
+        webui.parse_args([])
+    assert exit_info.value.code == 2
+    assert "--ea-model-path is required: the shipped head" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> Path:
         "--timeout", type=float, default=600.0, help="seconds to wait for the answer (600)"
     )
     args = parser.parse_args(argv)
-    webui.check_ranges(parser, args)
+    spec = webui.check_ranges(parser, args)
     pixels, seconds = Bound(0, integer=True, low_open=True), Bound(0, low_open=True)
     check_flags(parser, args, {"--width": pixels, "--height": pixels, "--timeout": seconds})
-    model = webui.load_model(args)
+    model = webui.load_model(spec)
     try:
         demo = webui.build_demo(
             model, model.tokenizer, args.template, max_new_tokens=args.max_new_token

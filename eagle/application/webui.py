@@ -39,14 +39,8 @@ from eagle.application.chat import (
 )
 from eagle.chat.formatter import ChatFormatter
 from eagle.chat.templates import AUTO, add_template_flag, check_template_flag
-from eagle.input_checks import (
-    POSITIVE_INT,
-    TREE_FLAGS,
-    Bound,
-    check_device,
-    check_flags,
-    check_top_k_fits,
-)
+from eagle.input_checks import POSITIVE_INT, Bound, check_flags
+from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -62,7 +56,6 @@ LEGEND = (
 )
 GENERATE_QUEUE = "eagle-generate"  # one model: answers run one at a time across sessions
 FLAG_BOUNDS = {
-    **TREE_FLAGS,
     "--max-new-token": POSITIVE_INT,
     "--port": Bound(1, 65535, integer=True),
 }
@@ -271,56 +264,24 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
 # -- command line ------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
+    """The checked flags and the models they name."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_ranges(parser, args)
-    return args
+    return args, check_ranges(parser, args)
 
 
 def build_parser(
     prog: str = "python -m eagle.application.webui", description: str | None = None
 ) -> argparse.ArgumentParser:
-    """The web UI's flags (model, tree, page and server); other commands add their own."""
-    from eagle.model.defaults import DEFAULT_TARGET
-    from eagle.model.target import DTYPES
-
+    """The web UI's flags (models, page and server); other commands add their own."""
     p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n")[0])
-    p.add_argument(
-        "--base-model-path",
-        default=DEFAULT_TARGET,
-        help=f"target: hub id, local folder or registered name (default: {DEFAULT_TARGET})",
-    )
-    p.add_argument(
-        "--ea-model-path",
-        default=None,
-        help="draft head folder or hub id (default: the head shipped for the built-in target)",
-    )
-    variant = p.add_mutually_exclusive_group()
-    variant.add_argument(
-        "--use-eagle3", dest="use_eagle3", action="store_const", const=True, default=None,
-        help="require an EAGLE-3 head (default: detect the variant from the head)",
-    )  # fmt: skip
-    variant.add_argument(
-        "--no-eagle3", dest="use_eagle3", action="store_const", const=False,
-        help="require an EAGLE-1 head; an EAGLE-3 head is then an error",
-    )  # fmt: skip
-    p.add_argument(
-        "--total-token", type=int, default=None,
-        help="tree nodes verified per step; -1 = measure on this device and choose "
-        "(default: the head's recommended setting, else 60)",
-    )  # fmt: skip
-    p.add_argument("--depth", type=int, default=None, help="tree expansion steps (default 7)")
-    p.add_argument("--top-k", type=int, default=None, help="tree branching (default 10)")
+    add_model_flags(p)
     p.add_argument(
         "--max-new-token", "--max-new-tokens", dest="max_new_token", type=int, default=512,
         help="the initial max-new-tokens setting of the page",
     )  # fmt: skip
     add_template_flag(p)
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="bfloat16", help="model dtype")
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, auto (default: cuda if available)"
-    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument(
@@ -329,57 +290,28 @@ def build_parser(
     return p
 
 
-def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit through ``parser`` naming the first web UI flag out of its range."""
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ModelSpec:
+    """Exit through ``parser`` naming the first web UI flag out of its range, before anything
+    is loaded; else the models the flags name."""
     check_flags(parser, args, FLAG_BOUNDS)
     check_template_flag(parser, args.template)
-    if args.device is not None:
-        try:
-            check_device(args.device, also=("auto",))
-        except ValueError as error:
-            parser.error(str(error))
+    return checked_model_spec(parser, args)
 
 
-def load_model(args: argparse.Namespace):
-    """The ``EaModel`` the flags describe; without a head to use, exit naming --ea-model-path."""
-    import torch
-
-    from eagle.model import shipped
-    from eagle.model.checkpoint import HeadCheckpointError
-    from eagle.model.ea_model import EaModel
-    from eagle.model.target import DTYPES
-
-    try:
-        head_path, settings = shipped.head_and_tree(
-            args.base_model_path, args.ea_model_path,
-            total_token=args.total_token, depth=args.depth, top_k=args.top_k,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"webui: --ea-model-path is needed: {error}") from error
-    try:
-        check_top_k_fits(settings.get("top_k"), head_path)
-    except ValueError as error:
-        raise SystemExit(f"webui: {error}") from error
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _say(f"loading target {args.base_model_path} and head {head_path} ({args.dtype}, {device})")
-    try:
-        model = EaModel.from_pretrained(
-            base_model_path=args.base_model_path,
-            ea_model_path=head_path,
-            use_eagle3=args.use_eagle3,
-            dtype=DTYPES[args.dtype],
-            device_map=device,
-            **settings,
-        )
-    except HeadCheckpointError as error:  # includes a --use-eagle3 / --no-eagle3 mismatch
-        raise SystemExit(f"webui: --ea-model-path {head_path}: {error}") from error
-    _say(f"loaded: {model.ea_layer.variant} head, tree {model.tree}")
-    return model.eval()
+def load_model(spec: ModelSpec):
+    """The ``EaModel`` of ``spec`` (a head that cannot be loaded exits naming its flag)."""
+    _say(
+        f"loading target {spec.base_model_path} and head {spec.ea_model_path} "
+        f"({spec.dtype}, {spec.device})"
+    )
+    model = load_ea_model(spec)
+    _say(f"loaded: {model.drafter.head.variant} head, tree {model.tree}")
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    model = load_model(args)
+    args, spec = parse_args(argv)
+    model = load_model(spec)
     try:
         demo = build_demo(model, model.tokenizer, args.template, max_new_tokens=args.max_new_token)
     except ValueError as error:  # no chat template and no --template, or an unknown template

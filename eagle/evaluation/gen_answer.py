@@ -27,16 +27,12 @@ from eagle.chat.formatter import ChatFormatter
 from eagle.chat.templates import AUTO, add_template_flag, check_template_name
 from eagle.evaluation.answers import RecordedSettings, answered_ids
 from eagle.evaluation.methods import (
-    DEVICES,
-    DTYPES,
     EA_METHODS,
     METHOD_NAMES,
     Method,
-    ModelConfig,
     Settings,
     build_methods,
     check_methods,
-    resolved_device,
 )
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
 from eagle.input_checks import (
@@ -45,16 +41,14 @@ from eagle.input_checks import (
     POSITIVE_INT,
     PROBABILITY,
     SEED,
-    TREE_FLAGS,
-    check_top_k_fits,
     check_values,
     inside,
     plain_name,
 )
+from eagle.model.loading import ModelSpec, add_model_flags, model_spec
 
 ANSWER_ROOT = Path("outputs")
 FLAG_BOUNDS = {
-    **TREE_FLAGS,
     "--prompt-lookup-tokens": POSITIVE_INT,
     "--question-begin": NON_NEGATIVE_INT,
     "--question-end": NON_NEGATIVE_INT,
@@ -79,17 +73,18 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
     args = parser.parse_args(argv)
     names = args.method or [method]
     try:
-        run, models = run_config(args), model_config(args, names)
+        run = run_config(args)
+        models = model_spec(args, need_head=bool(set(names) & set(EA_METHODS)))
         check_methods(names, models)
         check_template_name(args.template)
         paths = answer_files(args, names)
-        shared = run_settings(args)
+        shared = run_settings(args, models)
         for model_id, path in paths.values():
             answered_ids(path, model_id, shared)  # a file that cannot be resumed fails early
         questions = load_questions(args.bench_name, args.question_begin, args.question_end)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    methods, tokenizer = build_methods(names, models)
+    methods, tokenizer = build_methods(names, models, args.prompt_lookup_tokens)
     try:
         chat = ChatFormatter(tokenizer, args.template)
     except ValueError as error:
@@ -114,16 +109,7 @@ def build_parser(method: str = "eagle", template: str | None = None) -> argparse
 
 
 def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
-    group.add_argument(
-        "--base-model-path",
-        default="smollm2-135m-instruct",
-        help="HF id or folder of the target (default: the built-in smollm2-135m-instruct)",
-    )
-    group.add_argument(
-        "--ea-model-path",
-        help="HF id or folder of the draft head (eagle, baseline); default: the head shipped "
-        "for a built-in target",
-    )
+    add_model_flags(group)
     group.add_argument(
         "--method",
         action="append",
@@ -135,17 +121,6 @@ def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
         help="model id written to the answer files (default: target folder name + method; "
         "with several methods the method name is appended)",
     )
-    group.add_argument("--dtype", choices=list(DTYPES), default="float32", help="model dtype")
-    group.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="cpu, cuda, or auto (all visible GPUs when CUDA is available, else cpu)",
-    )
-    tree = "default: the shipped head's tree.json, else"
-    group.add_argument("--total-token", type=int, help=f"EAGLE tree size, -1: auto ({tree} 60)")
-    group.add_argument("--depth", type=int, help=f"EAGLE tree expansion steps ({tree} 7)")
-    group.add_argument("--top-k", type=int, help=f"EAGLE tree branching per level ({tree} 10)")
     group.add_argument(
         "--prompt-lookup-tokens",
         type=int,
@@ -195,14 +170,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
 
-def run_settings(args: argparse.Namespace) -> RecordedSettings:
+def run_settings(args: argparse.Namespace, models: ModelSpec) -> RecordedSettings:
     """The settings every method of this run shares, as recorded in the answer files."""
     import transformers
 
     return {
         "base_model_path": args.base_model_path,
-        "dtype": args.dtype,
-        "device": resolved_device(args.device),
+        "dtype": models.dtype,
+        "device": models.device,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
@@ -217,39 +192,11 @@ def run_settings(args: argparse.Namespace) -> RecordedSettings:
 
 
 def method_settings(
-    shared: RecordedSettings, name: str, methods: dict[str, Method], models: ModelConfig
+    shared: RecordedSettings, name: str, methods: dict[str, Method], models: ModelSpec
 ) -> RecordedSettings:
     """One method's answer-file settings: the shared ones, the method and its own settings."""
     head = {"ea_model_path": models.ea_model_path} if name == "eagle" else {}
     return {**shared, "method": name, **head, **methods[name].record}
-
-
-ORIGINAL_TREE = {"total_token": 60, "depth": 7, "top_k": 10}  # the original scripts' defaults
-
-
-def model_config(args: argparse.Namespace, names: list[str]) -> ModelConfig:
-    """The model settings from parsed flags: a built-in target without ``--ea-model-path``
-    gets its shipped head, and tree flags left out come from the head's ``tree.json``."""
-    from eagle.model import shipped
-    from eagle.model.defaults import is_registered
-
-    head = args.ea_model_path
-    if head is None and is_registered(args.base_model_path) and set(names) & set(EA_METHODS):
-        head = str(shipped.head_for(args.base_model_path))
-    tree = {**ORIGINAL_TREE, **(shipped.tree_settings(head) if head else {})}
-    for name in tree:
-        if getattr(args, name) is not None:
-            tree[name] = getattr(args, name)
-    if set(names) & set(EA_METHODS):
-        check_top_k_fits(tree["top_k"], head)
-    return ModelConfig(
-        base_model_path=args.base_model_path,
-        ea_model_path=head,
-        **tree,
-        dtype=args.dtype,
-        device=args.device,
-        prompt_lookup_tokens=args.prompt_lookup_tokens,
-    )
 
 
 def answer_files(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[str, Path]]:

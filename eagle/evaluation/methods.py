@@ -24,13 +24,12 @@ import torch
 
 from eagle.model.draft import DynamicTree
 from eagle.model.generate import stop_point
-from eagle.model.target import DTYPES
+from eagle.model.loading import ModelSpec, load_ea_model, load_target
 from eagle.model.tree import StaticTree
 from eagle.model.verify import GREEDY_TEMPERATURE
 
 METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
 EA_METHODS = ("eagle", "baseline")
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -153,93 +152,40 @@ def _sampling_kwargs(settings: Settings) -> dict[str, Any]:
     return {"do_sample": True, "temperature": settings.temperature, "top_p": top_p, "top_k": 0}
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Where the models come from and how to load them."""
+def build_methods(
+    names: list[str], spec: ModelSpec, prompt_lookup_tokens: int = 10
+) -> tuple[dict[str, Method], Any]:
+    """Load the models once (``eagle.model.loading``) and return ``{name: method}`` and the
+    tokenizer.
 
-    base_model_path: str
-    ea_model_path: str | None = None
-    total_token: int = 60
-    depth: int = 7
-    top_k: int = 10
-    dtype: str = "float32"
-    device: str = "auto"
-    prompt_lookup_tokens: int = 10
-
-
-def build_methods(names: list[str], config: ModelConfig) -> tuple[dict[str, Method], Any]:
-    """Load the models once and return ``{name: method}`` and the tokenizer.
-
-    With a draft head path the target is loaded through ``EaModel`` and ``generate()`` methods
-    run on its ``base_model`` (the same weights); without one only ``hf_*`` methods can run.
-    Every method counts tokens up to the first of the stop ids EaModel's decode loop uses.
+    With a draft head the target is loaded through ``EaModel`` and ``generate()`` methods run on
+    its target (the same weights); without one only ``hf_*`` methods can run. Every method
+    counts tokens up to the first of the stop ids EaModel's decode loop uses.
     """
-    check_methods(names, config)
+    check_methods(names, spec)
     from eagle.model.target import collect_eos_ids
 
-    if config.ea_model_path is not None:
-        ea_model = _load_ea_model(config)
-        target, tokenizer = ea_model.base_model, ea_model.tokenizer
+    if spec.ea_model_path is not None:
+        ea_model = load_ea_model(spec)
+        target, tokenizer = ea_model.target, ea_model.tokenizer
         eos_ids = frozenset(ea_model.eos_ids)
     else:
-        ea_model, (target, tokenizer) = None, _load_target(config)
-        eos_ids = frozenset(collect_eos_ids(target, tokenizer))
+        ea_model, (target, tokenizer) = None, load_target(spec)
+        eos_ids = frozenset(collect_eos_ids(target.model, tokenizer))
     methods: dict[str, Method] = {}
     for name in names:
         if name in EA_METHODS:
             methods[name] = EaMethod(ea_model, name, eos_ids)
         else:
-            lookup = config.prompt_lookup_tokens if name == "hf_prompt_lookup" else None
-            methods[name] = HFGenerateMethod(target, eos_ids, lookup)
+            lookup = prompt_lookup_tokens if name == "hf_prompt_lookup" else None
+            methods[name] = HFGenerateMethod(target.model, eos_ids, lookup)
     return methods, tokenizer
 
 
-def check_methods(names: list[str], config: ModelConfig) -> None:
-    """Raise ValueError for unknown methods, a missing head path, a bad dtype or device."""
+def check_methods(names: list[str], spec: ModelSpec) -> None:
+    """Raise ValueError for unknown methods, or a method that needs a head without one."""
     unknown = sorted(set(names) - set(METHOD_NAMES))
     if unknown:
         raise ValueError(f"unknown --method {unknown}; choose from {', '.join(METHOD_NAMES)}")
-    if config.ea_model_path is None and set(names) & set(EA_METHODS):
+    if spec.ea_model_path is None and set(names) & set(EA_METHODS):
         raise ValueError("--ea-model-path is required by the eagle and baseline methods")
-    _load_kwargs(config)
-
-
-def resolved_device(device: str) -> str:
-    """The device type a ``--device`` value loads onto: ``auto`` is cuda when available."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _load_kwargs(config: ModelConfig) -> dict[str, Any]:
-    if config.dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {config.dtype!r}; choose from {', '.join(DTYPES)}")
-    if config.device not in DEVICES:
-        raise ValueError(f"unknown --device {config.device!r}; choose from {', '.join(DEVICES)}")
-    has_cuda = torch.cuda.is_available()
-    if config.device == "cuda" and not has_cuda:
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    device_map = {"cpu": None, "cuda": "cuda", "auto": "auto" if has_cuda else None}
-    return {"dtype": DTYPES[config.dtype], "device_map": device_map[config.device]}
-
-
-def _load_ea_model(config: ModelConfig) -> Any:
-    from eagle.model.ea_model import EaModel
-
-    model = EaModel.from_pretrained(
-        base_model_path=config.base_model_path,
-        ea_model_path=config.ea_model_path,
-        total_token=config.total_token,
-        depth=config.depth,
-        top_k=config.top_k,
-        **_load_kwargs(config),
-    )
-    return model.eval()
-
-
-def _load_target(config: ModelConfig) -> tuple[torch.nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs = _load_kwargs(config)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model_path, **kwargs)
-    return model.eval(), AutoTokenizer.from_pretrained(config.base_model_path)

@@ -1,14 +1,16 @@
 """Where the time of one decode iteration goes: draft, verify, everything else.
 
-    python -m eagle.evaluation.profile_steps --dtype bfloat16                 # random ~124M Llama
+    python -m eagle.evaluation.profile_steps                    # built-in SmolLM2 and its head
     python -m eagle.evaluation.profile_steps --base-model-path M --ea-model-path H
+    python -m eagle.evaluation.profile_steps --random-target    # random ~124M Llama, EAGLE-1 head
 
 Prints milliseconds per plain decoding step (``naivegenerate``) and, for ``eagenerate``, the
 mean time per iteration split into drafting (head catch-up and tree growth), verification
 (the target's tree forward) and the rest (acceptance, cache compaction, bookkeeping), measured
-in the same process. Without paths it builds a random Llama target (hidden 768, 12 layers,
-vocab 32000) and a random EAGLE-1 head, so acceptance is near zero: the split, not the speedup,
-is what this measures.
+in the same process. The models come from the flags every command shares
+(``eagle.model.loading``). ``--random-target`` builds a random Llama target (hidden 768,
+12 layers, vocab 32000) and a random EAGLE-1 head instead, so acceptance is near zero: the
+split, not the speedup, is what it measures.
 """
 
 from __future__ import annotations
@@ -18,27 +20,29 @@ import time
 
 import torch
 
-from eagle.evaluation.methods import DTYPES
+from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base-model-path", help="target model (default: a random ~124M Llama)")
-    p.add_argument("--ea-model-path", help="draft head (default: a random EAGLE-1 head)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16", help="model dtype")
-    p.add_argument("--total-token", type=int, default=60, help="tree nodes per step incl. root")
-    p.add_argument("--depth", type=int, default=7, help="tree expansion steps")
-    p.add_argument("--top-k", type=int, default=10, help="branching per level")
+    add_model_flags(p)
+    p.add_argument(
+        "--random-target",
+        action="store_true",
+        help="profile a random ~124M Llama and a random EAGLE-1 head instead of the paths",
+    )
     p.add_argument("--prompt-tokens", type=int, default=128, help="random prompt length")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens to generate per run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each method")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    return args, checked_model_spec(p, args, need_head=not args.random_target)
 
 
-def random_llama(dtype: torch.dtype):
+def random_llama(spec: ModelSpec):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    from eagle.model.draft import DynamicTree
     from eagle.model.draft_head import HeadConfig, TargetParts, build_head
     from eagle.model.ea_model import EaModel
     from eagle.model.target import TargetModel
@@ -48,7 +52,8 @@ def random_llama(dtype: torch.dtype):
         vocab_size=32000, hidden_size=768, intermediate_size=2560, num_hidden_layers=12,
         num_attention_heads=12, num_key_value_heads=12, tie_word_embeddings=True,
     )  # fmt: skip
-    target = TargetModel(AutoModelForCausalLM.from_config(config).to(dtype))
+    dtype = spec.torch_dtype
+    target = TargetModel(AutoModelForCausalLM.from_config(config).to(spec.device, dtype))
     head_config = HeadConfig(
         variant="eagle1", hidden_size=768, intermediate_size=2560, num_attention_heads=12,
         num_key_value_heads=12, vocab_size=32000,
@@ -56,27 +61,21 @@ def random_llama(dtype: torch.dtype):
     head = build_head(head_config, TargetParts(target.embed_tokens, target.lm_head), False)
     params = sum(p.numel() for p in target.model.parameters())
     print(f"random Llama target: {params / 1e6:.1f}M parameters, {dtype}")
-    return EaModel(target, head.to(dtype).eval(), None, eos_ids=set())
+    tree = DynamicTree(**spec.tree)
+    return EaModel(target, head.to(spec.device, dtype).eval(), None, tree, eos_ids=set())
 
 
 def main(argv: list[str] | None = None) -> None:
-    from eagle.model.draft import DynamicTree
-    from eagle.model.ea_model import EaModel
     from eagle.model.generate import SectionTimer
 
-    args = parse_args(argv)
+    args, spec = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = DTYPES[args.dtype]
-    if args.base_model_path:
-        model = EaModel.from_pretrained(args.base_model_path, args.ea_model_path, dtype=dtype)
-    else:
-        model = random_llama(dtype)
-    model.set_tree(DynamicTree(args.total_token, args.depth, args.top_k))
+    model = random_llama(spec) if args.random_target else load_ea_model(spec)
     vocab = model.target.vocab_size
     prompt = torch.randint(
         0, vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1)
-    )
+    ).to(model.target.device)
     run = dict(max_new_tokens=args.new_tokens, max_length=args.prompt_tokens + args.new_tokens + 1)
     for use_draft in (False, True):  # warm-up
         list(model.generate_steps(prompt, max_new_tokens=8, use_draft=use_draft))
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         steps = list(model.generate_steps(prompt, use_draft=True, timer=eagle, **run))
         eagle_steps += len(steps) - 1
         eagle_tokens += steps[-1].new_tokens - 1
-    print(f"tree: total_token={args.total_token} depth={args.depth} top_k={args.top_k}")
+    print(f"tree: {model.tree}")
     print(f"naivegenerate: {1e3 * naive_seconds / naive_steps:.2f} ms per decode step")
     prefill = _prefill_seconds(model, prompt) * args.repeats
     parts = dict(eagle.seconds)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from eagle.input_checks import check_top_k_fits
 from eagle.model.draft import DynamicTree
-from eagle.model.target import DTYPES
+from eagle.model.loading import add_model_flags, checked_model_spec, load_ea_model
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,13 @@ def int_list(text: str, flag: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eagle.evaluation.tree_sweep", description=__doc__)
-    p.add_argument("--base-model-path", default="smollm2-135m-instruct", help="target model")
-    p.add_argument("--ea-model-path", default=None, help="head (default: the shipped one)")
+    add_model_flags(p, tree=False)  # the tree flags below are lists: the grid
     p.add_argument("--bench-name", default="mt_bench", help="mt_bench, humaneval or a path")
     p.add_argument("--questions", type=int, default=8, help="first N questions (first turns)")
     p.add_argument("--max-new-token", type=int, default=128, help="new tokens per answer")
     p.add_argument("--total-token", default="8,12,16", help="comma-separated tree sizes")
     p.add_argument("--depth", default="4,5,6", help="comma-separated depths")
     p.add_argument("--top-k", default="4", help="comma-separated branchings")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="bfloat16", help="model dtype")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     return p
 
 
@@ -88,19 +86,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
             parser.error(str(err))
     if args.questions < 1 or args.max_new_token < 1:
         parser.error("--questions and --max-new-token must be >= 1")
+    spec = checked_model_spec(parser, args, tree=False)
+    try:
+        check_top_k_fits(max(grid["top_k"]), spec.ea_model_path)
+    except ValueError as error:
+        parser.error(str(error))
 
     from eagle.benchmarks import load_questions
     from eagle.chat.formatter import ChatFormatter
-    from eagle.model import shipped
-    from eagle.model.ea_model import EaModel
 
-    head = args.ea_model_path or shipped.head_for(args.base_model_path)
-    model = EaModel.from_pretrained(
-        base_model_path=args.base_model_path,
-        ea_model_path=str(head),
-        dtype=DTYPES[args.dtype],
-        device_map=args.device,
-    )
+    model = load_ea_model(spec)
     chat = ChatFormatter(model.tokenizer)
     questions = load_questions(args.bench_name, 0, args.questions)
     device = model.target.device

