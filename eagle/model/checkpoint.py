@@ -19,6 +19,12 @@ absent only when the draft vocabulary equals the target's; then, if present (the
 trainer, SpecForge and AngelSlim always save them), each must be the identity map, and one that
 is not is refused by name.
 
+Heads are written so that vLLM and SGLang serve them as trained: an EAGLE-3 head names its
+target layers in the two config fields those engines read, each in its own numbering
+(``feature_layers_of``), and an EAGLE-1 head without an ``fc`` bias carries a zero one
+(``serving_state_dict``). The engine facts, with their sources, are beside that code and in the
+README section "Serving a head with vLLM or SGLang".
+
 Every problem is a ``HeadCheckpointError`` that names the file and, for config.json, the field:
 unreadable or non-object JSON, a field of the wrong type or range (``draft_head.FIELD_RULES``
 and the relations between fields), weights that are not floating point or not finite, and a
@@ -182,7 +188,7 @@ def parse_config(
             f"{source}: field 'head_dim' (or hidden_size / num_attention_heads) is {head_dim}; "
             "rotary embeddings need an even head dimension"
         )
-    layers = _feature_layers(raw.get("eagle_config"), variant, source)
+    layers = feature_layers_of(raw, variant, source)
     extra = {k: v for k, v in raw.items() if k not in _KNOWN_FIELDS}
     return HeadConfig(variant=variant, feature_layers=layers, extra=extra, **fields)
 
@@ -201,30 +207,73 @@ def _adopt_rope_parameters(params: Any, fields: dict[str, Any], source) -> None:
         fields["rope_scaling"] = params
 
 
-def _feature_layers(eagle_config: Any, variant: str, source) -> tuple[int, ...] | None:
-    """``eagle_config.eagle_aux_hidden_state_layer_ids`` -> target hidden_states indices."""
-    if eagle_config is None:
-        return None
-    field = "eagle_config.eagle_aux_hidden_state_layer_ids"
-    if not isinstance(eagle_config, dict):
+# Which target layers an EAGLE-3 head reads, and how the serving engines are told. The engines
+# read two different fields of config.json, each with its own numbering (read for facts only):
+#
+# - vLLM reads the top-level ``eagle_aux_hidden_state_layer_ids`` and never the nested one
+#   (vllm-project/vllm vllm/v1/worker/gpu/spec_decode/eagle/eagle3_utils.py @0cfdd2e,
+#   ``get_eagle3_aux_layers_from_config``; the draft's config.json fields reach that object
+#   through ``EAGLEConfig``, vllm/transformers_utils/configs/eagle.py @23c5aa9). It captures
+#   ``hidden_states + residual`` *before* decoder layer i for each id i, which is transformers'
+#   ``hidden_states[i]`` (vllm/model_executor/models/llama.py @e06c9ba, ``LlamaModel.forward``).
+# - SGLang reads only ``eagle_config["eagle_aux_hidden_state_layer_ids"]``
+#   (sgl-project/sglang python/sglang/srt/model_executor/model_runner.py @0005834) and adds one
+#   to each id before capturing, also before the layer
+#   (python/sglang/srt/models/llama.py @0023954, ``set_eagle3_layers_to_capture`` and
+#   ``LlamaModel.forward``), so nested id i is ``hidden_states[i + 1]``.
+# - Without its field, each engine captures (2, L // 2, L - 3) of an L-layer target, i.e.
+#   ``hidden_states[2, L // 2, L - 3]``: the same layers in both, and this library's default.
+#
+# So one number cannot mean the same layers in both engines, but the two fields can: a head is
+# written with both, the top-level one holding the hidden_states indices and the nested one the
+# same layers minus one. Both engines then capture the trained layers whatever they are.
+# Reading accepts either field alone (old configs, other trainers) and refuses the two together
+# when they name different layers.
+TOP_LEVEL_LAYERS = "eagle_aux_hidden_state_layer_ids"  # vLLM: hidden_states indices
+NESTED_LAYERS = "eagle_config.eagle_aux_hidden_state_layer_ids"  # SGLang: indices minus one
+
+
+def feature_layers_of(
+    raw: dict[str, Any], variant: str, source: str | os.PathLike = CONFIG_FILE
+) -> tuple[int, ...] | None:
+    """The target hidden_states indices named by config.json, or None for the default.
+
+    The top-level field is read as hidden_states indices, the nested ``eagle_config`` one as
+    indices minus one; when both are given they must name the same layers.
+    """
+    eagle_config = raw.get("eagle_config")
+    if eagle_config is not None and not isinstance(eagle_config, dict):
         raise HeadCheckpointError(
             f"{source}: field 'eagle_config' must be an object, got {eagle_config!r}"
         )
-    ids = eagle_config.get("eagle_aux_hidden_state_layer_ids")
+    count = 3 if variant == "eagle3" else 1
+    top = _layer_ids(raw.get(TOP_LEVEL_LAYERS), TOP_LEVEL_LAYERS, count, 0, source)
+    nested_ids = (eagle_config or {}).get("eagle_aux_hidden_state_layer_ids")
+    nested = _layer_ids(nested_ids, NESTED_LAYERS, count, -1, source)
+    from_nested = None if nested is None else tuple(i + 1 for i in nested)
+    if top is not None and from_nested is not None and top != from_nested:
+        raise HeadCheckpointError(
+            f"{source}: fields {TOP_LEVEL_LAYERS!r} {list(top)} and {NESTED_LAYERS!r} "
+            f"{list(nested)} name different target layers (vLLM would read hidden_states "
+            f"{list(top)}, SGLang hidden_states {list(from_nested)}); the nested ids must be "
+            "the top-level ones minus one"
+        )
+    return top if top is not None else from_nested
+
+
+def _layer_ids(ids: Any, field: str, count: int, lowest: int, source) -> tuple[int, ...] | None:
     if ids is None:
         return None
-    count = 3 if variant == "eagle3" else 1
     if not (
         isinstance(ids, list)
         and len(ids) == count
-        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= lowest for i in ids)
     ):
         raise HeadCheckpointError(
-            f"{source}: field {field!r} must be a list of {count} non-negative layer ids, "
-            f"got {ids!r}"
+            f"{source}: field {field!r} must be a list of {count} layer ids, each at least "
+            f"{lowest}, got {ids!r}"
         )
-    # engines count layer outputs; hidden_states index i is the input of layer i = output of i-1
-    return tuple(i + 1 for i in ids)
+    return tuple(ids)
 
 
 def expected_shapes(head: DraftHead) -> dict[str, tuple[int, ...]]:
@@ -334,6 +383,15 @@ def _drop_identity_maps(config: HeadConfig, state: dict[str, Tensor], source) ->
     return {k: v for k, v in state.items() if k not in ("d2t", "t2d")}
 
 
+def _drop_zero_fc_bias(config: HeadConfig, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An EAGLE-1 head with ``"bias": false`` may carry an all-zero ``fc.bias`` (written for
+    SGLang, see ``serving_state_dict``); any other ``fc.bias`` stays and is refused by name."""
+    bias = state.get("fc.bias")
+    if config.variant != "eagle1" or config.bias or bias is None or bool(bias.any()):
+        return state
+    return {k: v for k, v in state.items() if k != "fc.bias"}
+
+
 def load_head(
     path: str | os.PathLike,
     target: TargetParts,
@@ -368,6 +426,7 @@ def load_head(
     config = parse_config(raw, variant, config_path)
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     state = _drop_identity_maps(config, state, weights)
+    state = _drop_zero_fc_bias(config, state)
     has_embedding = "embed_tokens.weight" in state
     with torch.device("meta"):
         head = build_head(config, target, own_embedding=has_embedding)
@@ -409,22 +468,60 @@ def _check_target_fit(config: HeadConfig, target: TargetParts, source, has_embed
 
 
 def head_config_json(config: HeadConfig) -> dict[str, Any]:
-    """config.json content in the published format of the head's variant."""
+    """config.json content in the published format of the head's variant.
+
+    An EAGLE-3 head with set ``feature_layers`` names them in both fields the serving engines
+    read (see ``TOP_LEVEL_LAYERS``); an EAGLE-1 head without an fc bias says ``"bias": false``
+    and its weights carry a zero ``fc.bias`` (see ``serving_state_dict``).
+    """
     out = dict(config.extra)
     out.update({k: v for k, v in config.to_dict().items() if k in _KNOWN_FIELDS and v is not None})
     out.setdefault("model_type", "llama")
+    nested = dict(out.pop("eagle_config", None) or {})
+    nested.pop("eagle_aux_hidden_state_layer_ids", None)
+    out.pop(TOP_LEVEL_LAYERS, None)
     if config.variant == "eagle3":
         out["architectures"] = [EAGLE3_ARCHITECTURE]
         out.pop("bias", None)
         out["draft_vocab_size"] = config.draft_vocab
         if config.feature_layers is not None:
-            ids = [i - 1 for i in config.feature_layers]
-            out["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": ids}
+            out[TOP_LEVEL_LAYERS] = list(config.feature_layers)
+            nested["eagle_aux_hidden_state_layer_ids"] = [i - 1 for i in config.feature_layers]
     else:
         out.setdefault("architectures", ["LlamaForCausalLM"])
         out.pop("draft_vocab_size", None)
         out.pop("target_hidden_size", None)
+        # vLLM's Llama layer reads a top-level "bias" as an attention (o_proj) bias the head
+        # lacks (vllm/model_executor/models/llama.py @e06c9ba, LlamaDecoderLayer), so "bias" is
+        # written only as false; absent means an fc bias, as in the original EAGLE-1 configs
+        if config.bias:
+            out.pop("bias", None)
+        else:
+            out["bias"] = False
+    if nested:
+        out["eagle_config"] = nested
     return out
+
+
+def serving_state_dict(head: DraftHead) -> dict[str, Tensor]:
+    """The weights as written: the head's state dict, plus a zero ``fc.bias`` for an EAGLE-1
+    head built without one.
+
+    The engines disagree on the EAGLE-1 ``fc`` bias (read for facts only): vLLM builds ``fc``
+    without a bias (vllm-project/vllm vllm/model_executor/models/llama_eagle.py @00da923 skips a
+    checkpoint ``fc.bias`` it has no parameter for; @e1c4a55 failed on it), while SGLang builds
+    it with one and loads it from the checkpoint (sgl-project/sglang
+    python/sglang/srt/models/llama_eagle.py @034b3be: ``nn.Linear(2H, H)``; without a
+    checkpoint value the bias keeps its random initialisation). A head trained without a bias
+    (the trainer's default) computes the same function with a zero bias, and written that way it
+    computes it in both engines; ``load_head`` drops a zero ``fc.bias`` again when config.json
+    says ``"bias": false``.
+    """
+    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+    if head.variant == "eagle1" and "fc.bias" not in state:
+        weight = state["fc.weight"]
+        state["fc.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return state
 
 
 def save_head(
@@ -434,7 +531,7 @@ def save_head(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(head_config_json(head.config), indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+    state = serving_state_dict(head)
     if safe_serialization:
         from safetensors.torch import save_file
 
