@@ -57,7 +57,9 @@ class HeadSettings:
     hidden_act: str | None = None
     max_position_embeddings: int | None = None
     rope_theta: float | None = None
-    bias: bool = True  # EAGLE-1 fc bias
+    # EAGLE-1 fc bias. Off: vLLM's EAGLE-1 head has no fc bias and drops a trained one; the
+    # head is saved with a zero fc.bias, which SGLang needs (checkpoint.serving_state_dict)
+    bias: bool = False
     qkv_bias: bool = False
     draft_vocab_size: int | None = None  # EAGLE-3; None = the data's draft vocabulary
     target_hidden_size: int | None = None  # EAGLE-3; if given it must equal the target's width
@@ -315,9 +317,10 @@ def build_head_config(
         max_position_embeddings=h.max_position_embeddings
         or int(getattr(target_config, "max_position_embeddings", 2048)),
         head_dim=h.head_dim or (_target_head_dim(target_config) if same_width else None),
-        bias=h.bias,
         qkv_bias=h.qkv_bias,
     )
+    if config.variant == "eagle1":  # an EAGLE-3 fc never has a bias; its configs leave it out
+        fields["bias"] = h.bias
     fields.update(_rope_fields(h, target_config))
     if config.variant == "eagle3":
         fields["draft_vocab_size"] = h.draft_vocab_size or draft_vocab_size or vocab_size
