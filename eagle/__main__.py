@@ -19,7 +19,9 @@ import sys
 import time
 
 from eagle.input_checks import NON_NEGATIVE, POSITIVE_INT, check_flags
+from eagle.model.generate import GenerationConfig
 from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
+from eagle.model.verify import SamplingParams
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 FLAG_BOUNDS = {
@@ -60,12 +62,12 @@ def load(spec: ModelSpec):
     return model
 
 
-def timed(generate, input_ids, args) -> tuple:
+def timed(model, input_ids, args, use_draft: bool) -> tuple:
+    """(ids, new tokens, target steps, seconds) of one generation."""
+    config = GenerationConfig(SamplingParams(args.temperature), args.max_new_tokens)
     start = time.perf_counter()
-    ids, new_tokens, idx = generate(
-        input_ids, temperature=args.temperature, max_new_tokens=args.max_new_tokens, log=True
-    )
-    return ids, new_tokens, idx + 1, time.perf_counter() - start
+    *_, last = model.generate_steps(input_ids, use_draft=use_draft, config=config)
+    return last.ids, last.new_tokens, last.steps, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +92,8 @@ def run(model, args: argparse.Namespace) -> None:
     totals = {"plain": [0, 0, 0.0], "eagle": [0, 0, 0.0]}  # tokens, steps, seconds
     for repeat in range(args.repeats):
         say(f"run {repeat + 1}/{args.repeats}: plain decoding, then EAGLE ...")
-        plain_ids, *plain = timed(model.naivegenerate, input_ids, args)
-        eagle_ids, *eagle = timed(model.eagenerate, input_ids, args)
+        plain_ids, *plain = timed(model, input_ids, args, use_draft=False)
+        eagle_ids, *eagle = timed(model, input_ids, args, use_draft=True)
         for key, timing in (("plain", plain), ("eagle", eagle)):
             totals[key] = [a + b for a, b in zip(totals[key], timing, strict=True)]
     prompt_length = input_ids.shape[1]

@@ -20,11 +20,12 @@ from eagle.benchmarks import Question
 from eagle.chat.formatter import ChatFormatter
 from eagle.evaluation import gen_ea_answer, speed
 from eagle.evaluation.answers import read_answers
-from eagle.evaluation.methods import EaMethod, Generation, Settings
+from eagle.evaluation.methods import EaMethod, Generation
 from eagle.evaluation.runner import Job, RunConfig, generate_answers
 from eagle.model.checkpoint import save_head
 from eagle.model.draft import DynamicTree
 from eagle.model.draft_head import HeadConfig, TargetParts, build_head
+from eagle.model.generate import GenerationConfig, StepResult
 
 EOS = 2
 CHAT_TEMPLATE = (
@@ -61,7 +62,7 @@ class ScriptedMethod:
     def __init__(self, reply: list[int], steps: int = 1) -> None:
         self.reply, self.steps, self.prompts = reply, steps, []
 
-    def generate(self, prompt: list[int], settings: Settings) -> Generation:
+    def generate(self, prompt: list[int], settings: GenerationConfig) -> Generation:
         self.prompts.append(prompt)
         return Generation(list(self.reply), self.steps)
 
@@ -79,7 +80,7 @@ def test_turn_two_sees_turn_one_answer_and_files_record_every_turn(tokenizer, tm
     reply = [*tokenizer("Roses.")["input_ids"], EOS]
     method = ScriptedMethod(reply, steps=2)
     path = tmp_path / "a.jsonl"
-    run = RunConfig(Settings(max_new_tokens=8), warmup=0)
+    run = RunConfig(GenerationConfig(max_new_tokens=8), warmup=0)
     generate_answers(_questions(), {"m": Job(method, "model", path)}, ChatFormatter(tokenizer), run)
     assert tokenizer.decode(method.prompts[1]).endswith(
         "<assistant>Roses.</s><user>Shorter, please.</s><assistant>"
@@ -93,7 +94,7 @@ def test_turn_two_sees_turn_one_answer_and_files_record_every_turn(tokenizer, tm
 def test_max_turns_asks_only_the_first_turns(tokenizer, tmp_path) -> None:
     method = ScriptedMethod([*tokenizer("Roses.")["input_ids"], EOS], steps=2)
     path = tmp_path / "a.jsonl"
-    run = RunConfig(Settings(max_new_tokens=8), warmup=0, max_turns=1)
+    run = RunConfig(GenerationConfig(max_new_tokens=8), warmup=0, max_turns=1)
     generate_answers(_questions(), {"m": Job(method, "model", path)}, ChatFormatter(tokenizer), run)
     assert len(method.prompts) == len(_questions())
     assert all(len(a.choices[0].turns) == 1 for a in read_answers(path).values())
@@ -102,7 +103,7 @@ def test_max_turns_asks_only_the_first_turns(tokenizer, tmp_path) -> None:
 def test_resumption_completes_without_repeating(tokenizer, tmp_path) -> None:
     method = ScriptedMethod([EOS])
     path = tmp_path / "answers" / "a.jsonl"
-    chat, run = ChatFormatter(tokenizer), RunConfig(Settings(), warmup=1)
+    chat, run = ChatFormatter(tokenizer), RunConfig(GenerationConfig(), warmup=1)
     jobs = {"m": Job(method, "model", path)}
     assert generate_answers(_questions()[:1], jobs, chat, run) == 1
     assert len(method.prompts) == 1 + 2  # warm-up + the two turns of question 1
@@ -115,7 +116,7 @@ def test_resumption_completes_without_repeating(tokenizer, tmp_path) -> None:
 
 def test_lines_record_the_job_settings_and_resume_only_with_them(tokenizer, tmp_path) -> None:
     method, path = ScriptedMethod([EOS]), tmp_path / "a.jsonl"
-    chat, run = ChatFormatter(tokenizer), RunConfig(Settings(), warmup=0)
+    chat, run = ChatFormatter(tokenizer), RunConfig(GenerationConfig(), warmup=0)
     greedy = {"temperature": 0.0, "method": "m"}
     generate_answers(_questions()[:1], {"m": Job(method, "model", path, greedy)}, chat, run)
     assert read_answers(path)[1].settings == greedy
@@ -125,27 +126,26 @@ def test_lines_record_the_job_settings_and_resume_only_with_them(tokenizer, tmp_
     assert len(method.prompts) == 2  # refused before anything was generated
 
 
-def _fake_ea_model(continuations: dict[str, tuple[list[int], int]]) -> SimpleNamespace:
-    def returning(name: str):
-        tokens, idx = continuations[name]
+def _fake_ea_model(continuations: dict[bool, tuple[list[int], int]]) -> SimpleNamespace:
+    """An EaModel stand-in whose decode loop ends with ``tokens`` after ``steps`` target steps
+    (keyed by use_draft)."""
 
-        def generate(input_ids: torch.Tensor, **_) -> tuple[torch.Tensor, int, int]:
-            return torch.cat([input_ids, torch.tensor([tokens])], dim=1), len(tokens), idx
-
-        return generate
+    def generate_steps(input_ids: torch.Tensor, use_draft: bool, **_):
+        tokens, steps = continuations[use_draft]
+        ids = torch.cat([input_ids, torch.tensor([tokens])], dim=1)
+        yield StepResult(ids, len(tokens), steps, 0, True)
 
     return SimpleNamespace(
-        eagenerate=returning("eagle"),
-        naivegenerate=returning("baseline"),
-        base_model=SimpleNamespace(device=torch.device("cpu")),
+        generate_steps=generate_steps,
+        target=SimpleNamespace(device=torch.device("cpu")),
         tree=DynamicTree(total_token=4, depth=2, top_k=4),
     )
 
 
 def test_eagle_and_baseline_count_tokens_identically_up_to_eos() -> None:
-    model = _fake_ea_model({"eagle": ([7, 8, EOS, 9, 9], 1), "baseline": ([7, 8, EOS], 2)})
-    eagle = EaMethod(model, "eagle", frozenset({EOS})).generate([5, 6], Settings())
-    baseline = EaMethod(model, "baseline", frozenset({EOS})).generate([5, 6], Settings())
+    model = _fake_ea_model({True: ([7, 8, EOS, 9, 9], 2), False: ([7, 8, EOS], 3)})
+    eagle = EaMethod(model, "eagle", frozenset({EOS})).generate([5, 6], GenerationConfig())
+    baseline = EaMethod(model, "baseline", frozenset({EOS})).generate([5, 6], GenerationConfig())
     assert eagle == Generation([7, 8, EOS], 2)  # post-EOS tokens neither kept nor counted
     assert baseline == Generation([7, 8, EOS], 3)
 

@@ -17,7 +17,7 @@ from helpers import VOCAB, make_target, random_head
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from eagle.model.draft import DynamicTree, EagleDrafter
-from eagle.model.generate import decode
+from eagle.model.generate import GenerationConfig, decode
 from eagle.model.tree import StaticTree
 from eagle.model.verify import SamplingParams
 
@@ -80,7 +80,7 @@ def _step_syncs(monkeypatch, tree, params: SamplingParams, steps: int = 4) -> li
     drafter = EagleDrafter(head, tree, head.config.default_feature_layers(target.num_layers))
     prompt = torch.randint(0, VOCAB, (1, 9), generator=torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(0)
-    run = decode(target, drafter, prompt, params, 64, 512, set(), generator)
+    run = decode(target, drafter, prompt, GenerationConfig(params, 64, 512), set(), generator)
     next(run)  # the prefill
     counts = []
     for _ in range(steps):

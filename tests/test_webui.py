@@ -32,6 +32,7 @@ from eagle.application.chat import (
 from eagle.chat.formatter import ChatFormatter
 from eagle.model.checkpoint import save_head
 from eagle.model.ea_model import EaModel
+from eagle.model.generate import GenerationConfig
 from eagle.model.target import TargetModel
 
 MESSAGE = "w10 w11 w12"  # avoid w2x: the EOS token w2 is matched inside longer words
@@ -128,7 +129,7 @@ def test_figures_report_speed_and_compression():
 
 def test_stream_answer_is_lossless_and_counts_steps(chat_model, formatter):
     turns = [Turn(MESSAGE)]
-    updates = list(stream_answer(chat_model, formatter, turns, Settings(max_new_tokens=40)))
+    updates = list(stream_answer(chat_model, formatter, turns, _choice(max_new_tokens=40)))
     prompt = torch.tensor([formatter.prompt_ids(conversation_messages(turns))])
     ids, new_tokens, _ = chat_model.naivegenerate(prompt, max_new_tokens=40, log=True)
     last = updates[-1]
@@ -141,8 +142,12 @@ def test_stream_answer_is_lossless_and_counts_steps(chat_model, formatter):
     assert [len(u.text) for u in updates] == sorted(len(u.text) for u in updates)  # streamed
 
 
+def _choice(use_draft: bool = True, **generation) -> Settings:
+    return Settings(use_draft, GenerationConfig.of(**{"max_new_tokens": 256, **generation}))
+
+
 def test_plain_decoding_takes_one_step_per_token(chat_model, formatter):
-    settings = Settings(use_draft=False, max_new_tokens=12)
+    settings = _choice(use_draft=False, max_new_tokens=12)
     *_, last = stream_answer(chat_model, formatter, [Turn(MESSAGE)], settings)
     assert last.figures.steps == last.figures.new_tokens == 12
     assert last.figures.tokens_per_step == 1.0
@@ -150,11 +155,11 @@ def test_plain_decoding_takes_one_step_per_token(chat_model, formatter):
 
 
 def test_sampling_settings_reach_the_decode_loop(chat_model, formatter):
-    settings = Settings(temperature=0.8, top_p=0.9, max_new_tokens=20)
+    settings = _choice(temperature=0.8, top_p=0.9, max_new_tokens=20)
     *_, last = stream_answer(chat_model, formatter, [Turn(MESSAGE)], settings)
     assert last.finished and last.figures.new_tokens <= 20
     with pytest.raises(ValueError, match="top_p"):
-        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], Settings(top_p=1.5)))
+        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], _choice(top_p=1.5)))
 
 
 def test_stop_flag_ends_the_answer_after_the_current_step(chat_model, formatter):
@@ -171,7 +176,7 @@ def test_stop_flag_ends_the_answer_after_the_current_step(chat_model, formatter)
 
 def test_prompt_too_long_is_a_clear_error(chat_model, formatter):
     with pytest.raises(ValueError, match="max_length"):
-        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], Settings(), max_length=4))
+        next(stream_answer(chat_model, formatter, [Turn(MESSAGE)], _choice(max_length=4)))
 
 
 # -- the page builder ---------------------------------------------------------------------------

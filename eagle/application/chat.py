@@ -12,8 +12,8 @@ Text is decoded from all answer ids at every step rather than token by token, so
 characters and tokenizers that merge pieces come out right; a trailing incomplete character
 (U+FFFD) is held back until the next step completes it.
 
-``checked_settings`` turns the page's raw inputs into ``Settings`` on the server, whatever a
-request sends: a boolean EAGLE switch, finite numbers within the sliders' ranges, an integer
+``checked_settings`` turns the page's raw inputs into ``Settings`` (the EAGLE switch and the
+library's ``GenerationConfig``) on the server, whatever a request sends: a boolean EAGLE switch, finite numbers within the sliders' ranges, an integer
 token budget; anything else is a ``SettingsError`` naming the field.
 """
 
@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from eagle.chat.formatter import ChatFormatter, common_prefix
 from eagle.input_checks import PROBABILITY, Bound
+from eagle.model.generate import GenerationConfig
+from eagle.model.verify import SamplingParams
 
 HIGHLIGHT_CLASS = "eagle-drafted"
 _INCOMPLETE = "\ufffd"
@@ -51,12 +53,13 @@ class Turn:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the user chose for one answer."""
+    """What the user chose for one answer: EAGLE or not, and the generation config (sampling
+    and limits; the tree is the model's)."""
 
     use_draft: bool = True  # False: plain decoding through the same target calls (A/B baseline)
-    temperature: float = 0.0  # <= 1e-5 is greedy
-    top_p: float = 0.0  # 0 or 1 = off
-    max_new_tokens: int = 256
+    generation: GenerationConfig = field(
+        default_factory=lambda: GenerationConfig(max_new_tokens=256)
+    )
 
 
 class SettingsError(ValueError):
@@ -69,19 +72,25 @@ def max_new_tokens_limit(initial: int) -> int:
 
 
 def checked_settings(
-    use_draft: object, temperature: object, top_p: object, max_new_tokens: object, limit: int
+    use_draft: object,
+    temperature: object,
+    top_p: object,
+    max_new_tokens: object,
+    limit: int,
+    max_length: int = 2048,
 ) -> Settings:
     """The page's raw inputs as ``Settings``, checked on the server: a raw request can send
-    anything (NaN passes the sliders' own bounds). Raises ``SettingsError`` naming the field."""
+    anything (NaN passes the sliders' own bounds). Raises ``SettingsError`` naming the field.
+    ``max_length`` (prompt + answer positions) is the page's, not the user's."""
     if not isinstance(use_draft, bool):
         raise SettingsError(f"EAGLE must be true or false, got {use_draft!r}")
     try:
-        return Settings(
-            use_draft,
+        sampling = SamplingParams(
             float(TEMPERATURE.check("Temperature", temperature)),
             float(PROBABILITY.check("Top-p", top_p)),
-            int(Bound(1, limit, integer=True).check("Max new tokens", max_new_tokens)),
         )
+        new = int(Bound(1, limit, integer=True).check("Max new tokens", max_new_tokens))
+        return Settings(use_draft, GenerationConfig(sampling, new, max_length))
     except ValueError as error:
         raise SettingsError(str(error)) from error
 
@@ -197,15 +206,14 @@ def stream_answer(
     formatter: ChatFormatter,
     turns: list[Turn],
     settings: Settings,
-    max_length: int = 2048,
     stop: StopFlag | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[AnswerUpdate]:
     """Answer the last turn of ``turns`` with ``model`` (an ``EaModel``), step by step.
 
     ``stop``, when given, is cleared when the answer starts and checked after every step.
-    Raises ValueError before the first update when the prompt leaves no room under
-    ``max_length`` (positions) or a setting is out of range.
+    Raises ValueError before the first update when the prompt leaves no room under the
+    settings' ``max_length`` (positions).
     """
     import torch  # here, so that importing the UI modules stays light
 
@@ -215,12 +223,7 @@ def stream_answer(
     input_ids = torch.tensor([prompt], dtype=torch.long)
     start = clock()
     steps = model.generate_steps(
-        input_ids,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
-        max_length=max_length,
-        use_draft=settings.use_draft,
+        input_ids, use_draft=settings.use_draft, config=settings.generation
     )
     answer, emitted = AnswerText(formatter), 0
     for step in steps:

@@ -90,7 +90,7 @@ def build_demo(
 
     formatter = ChatFormatter(tokenizer or model.tokenizer, template)
     if max_length is None:
-        max_length = getattr(model.base_model.config, "max_position_embeddings", None) or 2048
+        max_length = getattr(model.target.config, "max_position_embeddings", None) or 2048
     chat = ChatHandlers(model, formatter, max_length, max_new_tokens_limit(max_new_tokens))
     with gr.Blocks(title=title) as demo:
         ui = _layout(gr, f"## {title}\n{describe_model(model)}", max_new_tokens)
@@ -152,11 +152,12 @@ class ChatHandlers:
             return
         turn = turns[pending[0]]
         try:
-            settings = checked_settings(use_eagle, temperature, top_p, max_new, self.max_new_limit)
+            settings = checked_settings(
+                use_eagle, temperature, top_p, max_new, self.max_new_limit, self.max_length
+            )
             updates = stream_answer(
-                self.model, self.formatter, turns[: pending[0] + 1], settings, self.max_length,
-                stop_flag,
-            )  # fmt: skip
+                self.model, self.formatter, turns[: pending[0] + 1], settings, stop_flag
+            )
             for update in updates:
                 turn.answer, turn.segments = update.text, list(update.segments)
                 if turn not in turns:  # Clear or Regenerate replaced it: show what is there now
@@ -249,9 +250,9 @@ def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
 
 
 def describe_model(model) -> str:
-    target = model.base_model.config
-    name = getattr(target, "name_or_path", "") or type(model.base_model).__name__
-    variant = {"eagle1": "EAGLE-1", "eagle3": "EAGLE-3"}.get(model.ea_layer.variant, "EAGLE")
+    target = model.target.config
+    name = getattr(target, "name_or_path", "") or type(model.target.model).__name__
+    variant = {"eagle1": "EAGLE-1", "eagle3": "EAGLE-3"}.get(model.head.variant, "EAGLE")
     return f"Target `{name}` · {variant} head · tree `{model.tree}` · `{model.target.device}`"
 
 
@@ -305,7 +306,7 @@ def load_model(spec: ModelSpec):
         f"({spec.dtype}, {spec.device})"
     )
     model = load_ea_model(spec)
-    _say(f"loaded: {model.drafter.head.variant} head, tree {model.tree}")
+    _say(f"loaded: {model.head.variant} head, tree {model.tree}")
     return model
 
 

@@ -30,7 +30,6 @@ from eagle.evaluation.methods import (
     EA_METHODS,
     METHOD_NAMES,
     Method,
-    Settings,
     build_methods,
     check_methods,
 )
@@ -45,7 +44,9 @@ from eagle.input_checks import (
     inside,
     plain_name,
 )
+from eagle.model.generate import GenerationConfig
 from eagle.model.loading import ModelSpec, add_model_flags, model_spec
+from eagle.model.verify import SamplingParams
 
 ANSWER_ROOT = Path("outputs")
 FLAG_BOUNDS = {
@@ -166,7 +167,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """The run settings from parsed flags; raises ValueError naming the first flag that is not
     a finite number in its range (``FLAG_BOUNDS``)."""
     check_values(args, FLAG_BOUNDS)
-    settings = Settings(args.temperature, args.top_p, args.max_new_token, args.max_length)
+    sampling = SamplingParams(args.temperature, args.top_p)
+    settings = GenerationConfig(sampling, args.max_new_token, args.max_length)
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
 
 

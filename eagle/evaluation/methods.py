@@ -5,17 +5,18 @@
 - ``hf_generate``: ``transformers`` ``generate()``, a reference point.
 - ``hf_prompt_lookup``: ``generate(prompt_lookup_num_tokens=N)``, a draft-free reference point.
 
-Every method returns the generated ids cut after the first EOS (which counts) by the decode
-loop's own ``generate.stop_point``, so all answer files count tokens identically. Target steps are the model's own count
-for EaModel (``idx + 1``) and the number of target forward calls for ``generate()``. Each
-method's ``record`` holds its own settings for the answer files (the EAGLE tree, the prompt
-lookup length).
+Every method takes the library's ``GenerationConfig`` (sampling and limits; one for the whole
+run) and returns the generated ids cut after the first EOS (which counts) by the decode loop's
+own ``generate.stop_point``, so all answer files count tokens identically. Target steps are the
+decode loop's ``StepResult.steps`` for EaModel (the prefill included) and the number of target
+forward calls for ``generate()``. Each method's ``record`` holds its own settings for the
+answer files (the EAGLE tree, the prompt lookup length).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,23 +24,13 @@ from typing import Any, Protocol
 import torch
 
 from eagle.model.draft import DynamicTree
-from eagle.model.generate import stop_point
+from eagle.model.generate import GenerationConfig, stop_point
 from eagle.model.loading import ModelSpec, load_ea_model, load_target
 from eagle.model.tree import StaticTree
-from eagle.model.verify import GREEDY_TEMPERATURE
+from eagle.model.verify import SamplingParams
 
 METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
 EA_METHODS = ("eagle", "baseline")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Generation settings shared by all methods (temperature <= 1e-5 means greedy)."""
-
-    temperature: float = 0.0
-    top_p: float = 0.0
-    max_new_tokens: int = 1024
-    max_length: int = 2048
 
 
 @dataclass(frozen=True)
@@ -56,37 +47,28 @@ class Method(Protocol):
     device: torch.device
     record: dict[str, Any]  # the method's own settings, written to its answer file
 
-    def generate(self, prompt: list[int], settings: Settings) -> Generation: ...
+    def generate(self, prompt: list[int], config: GenerationConfig) -> Generation: ...
 
 
 class EaMethod:
-    """``eagle`` or ``baseline``: one of EaModel's generation functions with ``log=True``."""
+    """``eagle`` or ``baseline``: EaModel's decode loop with or without the draft head."""
 
     def __init__(self, ea_model: Any, name: str, eos_ids: frozenset[int]) -> None:
         if name not in EA_METHODS:
             raise ValueError(f"EaMethod name must be one of {EA_METHODS}, got {name!r}")
-        self._generate: Callable[..., Any] = (
-            ea_model.eagenerate if name == "eagle" else ea_model.naivegenerate
-        )
-        self.device = ea_model.base_model.device
-        self.record = {"tree": tree_record(ea_model.tree)} if name == "eagle" else {}
+        self._model = ea_model
+        self._use_draft = name == "eagle"
+        self.device = ea_model.target.device
+        self.record = {"tree": tree_record(ea_model.tree)} if self._use_draft else {}
         self._eos_ids = eos_ids
 
-    def generate(self, prompt: list[int], settings: Settings) -> Generation:
-        """Generate with EaModel; steps = idx + 1 (the prefill counts as one)."""
+    def generate(self, prompt: list[int], config: GenerationConfig) -> Generation:
+        """Generate with EaModel; steps are the target forward passes, the prefill included."""
         input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        output, _, idx = self._generate(
-            input_ids,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=0.0,
-            max_new_tokens=settings.max_new_tokens,
-            max_length=settings.max_length,
-            log=True,
-        )
-        tokens = output[0, len(prompt) :].tolist()
+        *_, last = self._model.generate_steps(input_ids, use_draft=self._use_draft, config=config)
+        tokens = last.ids[0, len(prompt) :].tolist()
         count, _ = stop_point(tokens, self._eos_ids)
-        return Generation(tokens[:count], int(idx) + 1)
+        return Generation(tokens[:count], last.steps)
 
 
 class HFGenerateMethod:
@@ -101,9 +83,9 @@ class HFGenerateMethod:
         self.device = model.device
         self.record = {} if prompt_lookup is None else {"prompt_lookup_tokens": prompt_lookup}
 
-    def generate(self, prompt: list[int], settings: Settings) -> Generation:
+    def generate(self, prompt: list[int], config: GenerationConfig) -> Generation:
         """Generate with ``generate()``; steps = the target's forward calls."""
-        room = settings.max_length - len(prompt)
+        room = config.max_length - len(prompt)
         if room <= 0:
             raise ValueError(f"prompt of {len(prompt)} tokens leaves no room under max_length")
         input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
@@ -111,11 +93,11 @@ class HFGenerateMethod:
             output = self._model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=min(settings.max_new_tokens, room),
+                max_new_tokens=min(config.max_new_tokens, room),
                 eos_token_id=sorted(self._eos_ids),
                 pad_token_id=min(self._eos_ids) if self._eos_ids else 0,
                 prompt_lookup_num_tokens=self._prompt_lookup,
-                **_sampling_kwargs(settings),
+                **_sampling_kwargs(config.sampling),
             )
         tokens = output[0, len(prompt) :].tolist()
         count, _ = stop_point(tokens, self._eos_ids)
@@ -144,12 +126,17 @@ def _count_forward_calls(model: torch.nn.Module) -> Iterator[list[int]]:
         handle.remove()
 
 
-def _sampling_kwargs(settings: Settings) -> dict[str, Any]:
-    """HF sampling flags with EaModel's meaning: top_p outside (0, 1) and top_k are off."""
-    if settings.temperature <= GREEDY_TEMPERATURE:
+def _sampling_kwargs(sampling: SamplingParams) -> dict[str, Any]:
+    """HF sampling flags with EaModel's meaning: top_p outside (0, 1) and top_k 0 are off."""
+    if sampling.greedy:
         return {"do_sample": False}
-    top_p = settings.top_p if 0.0 < settings.top_p < 1.0 else 1.0
-    return {"do_sample": True, "temperature": settings.temperature, "top_p": top_p, "top_k": 0}
+    top_p = sampling.top_p if 0.0 < sampling.top_p < 1.0 else 1.0
+    return {
+        "do_sample": True,
+        "temperature": sampling.temperature,
+        "top_p": top_p,
+        "top_k": sampling.top_k,
+    }
 
 
 def build_methods(

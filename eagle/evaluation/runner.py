@@ -28,7 +28,8 @@ from eagle.evaluation.answers import (
     append_answer,
     make_answer,
 )
-from eagle.evaluation.methods import Generation, Method, Settings
+from eagle.evaluation.methods import Generation, Method
+from eagle.model.generate import GenerationConfig
 
 WARMUP_PROMPT = "Say hello and introduce yourself in one sentence."
 WARMUP_MAX_NEW_TOKENS = 32
@@ -38,7 +39,7 @@ WARMUP_MAX_NEW_TOKENS = 32
 class RunConfig:
     """How each question is answered: settings, sampled choices, seed and warm-up count."""
 
-    settings: Settings
+    settings: GenerationConfig
     num_choices: int = 1
     seed: int = 0
     warmup: int = 3
@@ -113,7 +114,7 @@ def answer_choice(
 
 
 def timed_generation(
-    method: Method, prompt: list[int], settings: Settings
+    method: Method, prompt: list[int], settings: GenerationConfig
 ) -> tuple[Generation, float]:
     """Generate and measure wall time in seconds (synchronizing CUDA around it)."""
     _synchronize(method.device)

@@ -23,6 +23,7 @@ import torch
 
 from eagle.input_checks import check_top_k_fits
 from eagle.model.draft import DynamicTree
+from eagle.model.generate import GenerationConfig
 from eagle.model.loading import add_model_flags, checked_model_spec, load_ea_model
 
 
@@ -64,14 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_all(model, prompts: list[torch.Tensor], max_new: int, use_draft: bool) -> tuple:
+def run_all(model, prompts: list[torch.Tensor], config: GenerationConfig, use_draft: bool) -> tuple:
     """Answer every prompt -> (new tokens, target forwards incl. prefills, seconds)."""
-    generate = model.eagenerate if use_draft else model.naivegenerate
     tokens = steps = 0
     start = time.perf_counter()
     for ids in prompts:
-        _, new_tokens, idx = generate(ids, max_new_tokens=max_new, log=True)
-        tokens, steps = tokens + new_tokens, steps + idx + 1
+        *_, last = model.generate_steps(ids, use_draft=use_draft, config=config)
+        tokens, steps = tokens + last.new_tokens, steps + last.steps
     return tokens, max(steps, 1), time.perf_counter() - start
 
 
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     from eagle.chat.formatter import ChatFormatter
 
     model = load_ea_model(spec)
+    max_new = args.max_new_token
     chat = ChatFormatter(model.tokenizer)
     questions = load_questions(args.bench_name, 0, args.questions)
     device = model.target.device
@@ -103,17 +104,19 @@ def main(argv: list[str] | None = None) -> list[Row]:
         torch.tensor([chat.prompt_ids([{"role": "user", "content": q.turns[0]}])], device=device)
         for q in questions
     ]
-    run_all(model, prompts[:1], 16, True)  # warm-up
-    run_all(model, prompts[:1], 16, False)
-    rows = [Row("plain (first)", *run_all(model, prompts, args.max_new_token, False))]
+    warm_up, plain = GenerationConfig(max_new_tokens=16), GenerationConfig(max_new_tokens=max_new)
+    run_all(model, prompts[:1], warm_up, True)
+    run_all(model, prompts[:1], warm_up, False)
+    rows = [Row("plain (first)", *run_all(model, prompts, plain, False))]
     for total, depth, top_k in itertools.product(*grid.values()):
-        model.set_tree(DynamicTree(total_token=total, depth=depth, top_k=top_k))
+        tree = DynamicTree(total_token=total, depth=depth, top_k=top_k)
         label = f"total_token={total} depth={depth} top_k={top_k}"
-        rows.append(Row(label, *run_all(model, prompts, args.max_new_token, True)))
+        config = GenerationConfig(max_new_tokens=max_new, tree=tree)  # the tree of these calls
+        rows.append(Row(label, *run_all(model, prompts, config, True)))
         print(
             f"{label}: {rows[-1].tokens_per_second:.1f} tok/s, tau {rows[-1].tau:.2f}", flush=True
         )
-    rows.append(Row("plain (last)", *run_all(model, prompts, args.max_new_token, False)))
+    rows.append(Row("plain (last)", *run_all(model, prompts, plain, False)))
     plain = (rows[0].tokens + rows[-1].tokens) / (rows[0].seconds + rows[-1].seconds)
     print(f"\n{'setting':40s} {'tok/s':>7s} {'tau':>5s} {'speedup':>7s}")
     for row in sorted(rows, key=lambda r: -r.tokens_per_second):

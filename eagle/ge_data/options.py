@@ -27,7 +27,9 @@ from eagle.input_checks import (
     Bound,
     check_flags,
 )
+from eagle.model.generate import GenerationConfig
 from eagle.model.loading import add_model_flags, checked_model_spec
+from eagle.model.verify import SamplingParams
 
 VARIANTS = ("eagle1", "eagle3")
 BUNDLED = "sharegpt"
@@ -264,10 +266,9 @@ def regen_output(args: argparse.Namespace) -> Path:
 
 
 def regen_settings(args: argparse.Namespace) -> RegenSettings:
+    sampling = SamplingParams(temperature=args.regen_temperature, top_p=args.regen_top_p)
     return RegenSettings(
-        max_new_tokens=args.regen_max_new_tokens,
-        temperature=args.regen_temperature,
-        top_p=args.regen_top_p,
+        generation=GenerationConfig(sampling, max_new_tokens=args.regen_max_new_tokens),
         batch_size=args.regen_batch_size,
         max_prompt_len=args.max_len,
         seed=args.regen_seed,

@@ -33,7 +33,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ from eagle.ge_data.sharegpt import (
     iter_raw_records,
     normalize_record,
 )
-from eagle.model.generate import stop_point
+from eagle.model.generate import GenerationConfig, stop_point
+from eagle.model.verify import SamplingParams
 
 logger = logging.getLogger(__name__)
 _SHAREGPT_ROLES = {"system": "system", USER: "human", ASSISTANT: "gpt"}
@@ -57,18 +58,29 @@ _SHAREGPT_ROLES = {"system": "system", USER: "human", ASSISTANT: "gpt"}
 
 @dataclass(frozen=True)
 class RegenSettings:
-    max_new_tokens: int = 512
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
+    """How conversations are regenerated: the library's ``GenerationConfig`` per answer (its
+    sampling and ``max_new_tokens``; prompts are bounded by ``max_prompt_len`` instead of
+    ``max_length``, and the tree is unused: regeneration is plain batched decoding), then the
+    batching and seeding of this stage."""
+
+    generation: GenerationConfig = field(
+        default_factory=lambda: GenerationConfig(SamplingParams(top_p=1.0))
+    )
     batch_size: int = 8
     max_prompt_len: int | None = None  # stop a conversation when its next prompt is this long
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings that shape the answers (batch size only changes the speed)."""
-        out = asdict(self)
-        out.pop("batch_size")
-        return out
+        """The settings that shape the answers, as manifests record them (batch size only
+        changes the speed)."""
+        sampling = self.generation.sampling
+        return {
+            "max_new_tokens": self.generation.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_prompt_len": self.max_prompt_len,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,11 +131,11 @@ def generate_answers(
     out = chat.target.generate_batch(
         ids.to(device),
         mask.to(device),
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=settings.generation.max_new_tokens,
         eos_ids=set(chat.eos_ids),
         pad_id=chat.pad_id,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
+        temperature=settings.generation.sampling.temperature,
+        top_p=settings.generation.sampling.top_p,
     )
     answers = []
     for row in out[:, ids.shape[1] :].tolist():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from eagle.model.draft import DynamicTree
-from eagle.model.generate import SectionTimer
+from eagle.model.generate import GenerationConfig, SectionTimer
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +93,16 @@ def calibration_prompt(model) -> torch.Tensor:
 
 
 def choose_total_token(model, depth: int, top_k: int, new_tokens: int = 64) -> TreeChoice:
-    """Measure, predict and pick; the table is logged at INFO.
-
-    Leaves the model with the calibration tree; the caller sets the chosen one.
-    """
+    """Measure, predict and pick; the table is logged at INFO. The model is not changed: the
+    calibration generation brings its tree with the call."""
     largest = min(max(CANDIDATES), top_k + depth * top_k * top_k + 1)
     sizes = tuple(n for n in CANDIDATES if n <= largest)
     verify = measure_verify_seconds(model.target, (1, *sizes))
-    model.set_tree(DynamicTree(total_token=largest, depth=depth, top_k=top_k))
+    tree = DynamicTree(total_token=largest, depth=depth, top_k=top_k)
+    config = GenerationConfig(max_new_tokens=new_tokens, tree=tree)
     timer = SectionTimer()
     ranks = []
-    for step in model.generate_steps(
-        calibration_prompt(model), max_new_tokens=new_tokens, timer=timer
-    ):
+    for step in model.generate_steps(calibration_prompt(model), config=config, timer=timer):
         if step.accepted_ranks is not None:
             ranks.append(step.accepted_ranks.cpu())
     steps = max(len(ranks), 1)

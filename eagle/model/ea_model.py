@@ -11,6 +11,12 @@ variant (EAGLE-1 or EAGLE-3) is detected from the checkpoint; ``use_eagle3`` is 
 it. ``tree_choices`` (a list of rank paths or a preset name) selects an EAGLE-1 static tree
 instead of the EAGLE-2 dynamic tree.
 
+Each call may bring its own ``GenerationConfig`` (``config=``: sampling, limits and the tree of
+that call; the original keyword arguments build one), so nothing is changed on the model to
+try another tree. ``base_model``, ``ea_layer``, ``set_tree`` and the ``idx`` of ``log=True``
+are the original API's names, kept for its callers; the library itself uses ``target``,
+``head``, ``config.tree`` and ``StepResult.steps``.
+
 Arguments are checked before any work: ``from_pretrained`` checks its own before loading
 anything (and the tree's branching against the head's draft vocabulary right after loading the
 head); the generation methods check theirs before the first target forward (see ``generate``),
@@ -33,15 +39,16 @@ from eagle.model.defaults import resolve_model_path
 from eagle.model.draft import DynamicTree, EagleDrafter
 from eagle.model.draft_head import DraftHead, TargetParts
 from eagle.model.generate import (
+    GenerationConfig,
     PlainProposer,
     SectionTimer,
     StepResult,
     decode,
-    sampling_params,
 )
 from eagle.model.target import TargetModel, collect_eos_ids
 from eagle.model.tree import StaticTree
 
+_LEGACY_DEFAULTS = (0.0, 0.0, 0.0, 512, 2048)  # generate_steps' keyword defaults
 TOTAL_TOKEN = Bound(1, integer=True, special=(-1,))  # -1: measure on this device
 THRESHOLD = Bound()  # accepted for compatibility, unused: any finite number
 
@@ -113,20 +120,35 @@ class EaModel(nn.Module):
         if auto:
             from eagle.model.autotune import choose_total_token
 
-            model.tree_choice = choose_total_token(model, depth=depth, top_k=top_k)
-            model.set_tree(DynamicTree(model.tree_choice.total_token, depth, top_k))
+            choice = choose_total_token(model, depth=depth, top_k=top_k)
+            tree = DynamicTree(choice.total_token, depth, top_k)
+            model = cls(target, head, tokenizer, tree, model.eos_ids)
+            model.tree_choice = choice
         return model
 
     def get_tokenizer(self):
         return self.tokenizer
 
     @property
+    def head(self) -> DraftHead:
+        """The draft head (``ea_layer`` is its name in the original API)."""
+        return self.ea_layer
+
+    @property
     def tree(self) -> DynamicTree | StaticTree:
+        """The tree a generation uses unless its ``GenerationConfig`` brings one."""
         return self.drafter.tree
 
     def set_tree(self, tree: DynamicTree | StaticTree) -> None:
-        check_tree_fits_head(tree, self.ea_layer)
-        self.drafter = EagleDrafter(self.ea_layer, tree, self.drafter.feature_layers)
+        """Change the default tree (kept for existing callers; the library itself passes
+        ``GenerationConfig(tree=...)`` with each call instead)."""
+        self.drafter = self._drafter(tree)
+
+    def _drafter(self, tree: DynamicTree | StaticTree | None) -> EagleDrafter:
+        if tree is None or tree is self.drafter.tree:
+            return self.drafter
+        check_tree_fits_head(tree, self.head)
+        return EagleDrafter(self.head, tree, self.drafter.feature_layers)
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -141,17 +163,26 @@ class EaModel(nn.Module):
         use_draft: bool = True,
         generator: torch.Generator | None = None,
         timer: SectionTimer | None = None,
+        config: GenerationConfig | None = None,
     ) -> Iterator[StepResult]:
         """The decode loop's steps: ids so far, token and step counts, accepted drafts.
 
-        Every argument is checked here, when called; the target runs only while iterating.
+        ``config`` (a ``GenerationConfig``: sampling, limits, and the tree of this call) replaces
+        the keyword arguments ``temperature`` .. ``max_length``, which then must stay at their
+        defaults. Every argument is checked here, when called; the target runs only while
+        iterating.
         """
-        params = sampling_params(temperature, top_p, top_k)
-        proposer = self.drafter if use_draft else PlainProposer()
-        return decode(
-            self.target, proposer, input_ids, params, max_new_tokens, max_length,
-            self.eos_ids, generator, timer,
-        )  # fmt: skip
+        legacy = (temperature, top_p, top_k, max_new_tokens, max_length)
+        if config is None:
+            config = GenerationConfig.of(*legacy)
+        elif legacy != _LEGACY_DEFAULTS:
+            raise ValueError(
+                "give the generation settings either as config=GenerationConfig(...) or as "
+                "keyword arguments (temperature, top_p, top_k, max_new_tokens, max_length), "
+                "not both"
+            )
+        proposer = self._drafter(config.tree) if use_draft else PlainProposer()
+        return decode(self.target, proposer, input_ids, config, self.eos_ids, generator, timer)
 
     def _run(self, log: bool, **kwargs):
         last = None

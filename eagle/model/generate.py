@@ -11,6 +11,12 @@ after it: ``stop_point``, which the evaluation and data regeneration cut their a
 too); ``steps`` counts target forward passes, the prefill included, so plain decoding has
 tokens/steps = 1 and the mean acceptance length is tau = new_tokens / steps.
 
+Settings travel with the call: ``GenerationConfig`` holds the sampling (``SamplingParams``),
+the limits and the tree of one generation (the tree picks the proposer, so the caller reads
+it; the loop reads the rest). A ``SectionTimer`` gets the prefill as its own section
+("prefill"), then each step's "draft", "verify" and "other", so per-step figures need no
+second prefill to subtract.
+
 Host syncs: a step reads the device twice (the accepted path's length in ``verify.accept``,
 then the emitted ids for the stop point); drafting and tree building never do
 (``tests/test_host_syncs.py`` counts them).
@@ -18,7 +24,8 @@ then the emitted ids for the stop point); drafting and tree building never do
 Arguments are checked before any work (``decode`` validates when called, not when first
 iterated): ``input_ids`` a non-empty integer tensor [1, L] of ids inside the target vocabulary,
 ``max_new_tokens``/``max_length`` positive integers, sampling settings finite and in range
-(``sampling_params``). Each error is a ValueError naming the argument. A target with learned
+(``GenerationConfig`` and ``SamplingParams`` check themselves when built). Each error is a
+ValueError naming the argument. A target with learned
 positions (``TargetModel.position_limit``) caps the output like ``max_length`` does, and draft
 trees are cut to the depth that still fits, so EAGLE and plain decoding stop at the same length
 with the same tokens.
@@ -30,20 +37,58 @@ import logging
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
-from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY
-from eagle.model.tree import TreeBuffers, build_tree, truncate_depth
+from eagle.input_checks import POSITIVE_INT
+from eagle.model.draft import DynamicTree
+from eagle.model.tree import StaticTree, TreeBuffers, build_tree, truncate_depth
 from eagle.model.verify import SamplingParams, accept, target_choices
 
 if TYPE_CHECKING:  # the loop only calls the adapter; importing it would load transformers
     from eagle.model.target import TargetModel
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How one generation runs, passed with each call: sampling, limits and the draft tree.
+
+    ``max_new_tokens`` counts generated tokens and ``max_length`` prompt + output, both positive
+    integers; ``tree`` is the EAGLE tree for this call (None: the model's own; plain decoding
+    drafts nothing). Checked when built: a ValueError names the field and its allowed values.
+    """
+
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_new_tokens: int = 512
+    max_length: int = 2048
+    tree: DynamicTree | StaticTree | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampling, SamplingParams):
+            raise ValueError(f"sampling must be a SamplingParams, got {self.sampling!r}")
+        for name in ("max_new_tokens", "max_length"):
+            object.__setattr__(self, name, int(POSITIVE_INT.check(name, getattr(self, name))))
+        if self.tree is not None and not isinstance(self.tree, DynamicTree | StaticTree):
+            raise ValueError(f"tree must be a DynamicTree, a StaticTree or None, got {self.tree!r}")
+
+    @classmethod
+    def of(
+        cls,
+        temperature: object = 0.0,
+        top_p: object = 0.0,
+        top_k: object = 0,
+        max_new_tokens: object = 512,
+        max_length: object = 2048,
+        tree: DynamicTree | StaticTree | None = None,
+    ) -> GenerationConfig:
+        """The config of the original API's keyword arguments (``eagenerate``'s names)."""
+        sampling = SamplingParams(temperature, top_p, top_k)  # type: ignore[arg-type]
+        return cls(sampling, max_new_tokens, max_length, tree)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -80,7 +125,8 @@ class PlainProposer:
 
 
 class SectionTimer:
-    """Accumulates wall time per section ('draft', 'verify', 'other'); synchronises CUDA."""
+    """Accumulates wall time per section ('prefill', then per step 'draft', 'verify' and
+    'other'); synchronises CUDA."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -99,19 +145,6 @@ class SectionTimer:
 @contextmanager
 def _untimed(name: str, device: torch.device):
     yield
-
-
-def sampling_params(temperature: object, top_p: object, top_k: object) -> SamplingParams:
-    """Checked sampling settings: temperature >= 0, top_p in [0, 1], top_k an integer >= 0.
-
-    All finite (NaN, infinities, bools and strings are refused); integral floats are accepted
-    for top_k (the original API's default is ``top_k=0.0``).
-    """
-    return SamplingParams(
-        NON_NEGATIVE.check("temperature", temperature),
-        PROBABILITY.check("top_p", top_p),
-        NON_NEGATIVE_INT.check("top_k", top_k),
-    )
 
 
 def check_input_ids(input_ids: object, vocab_size: int) -> None:
@@ -181,30 +214,31 @@ def decode(
     target: TargetModel,
     proposer: Proposer,
     input_ids: Tensor,
-    params: SamplingParams,
-    max_new_tokens: int,
-    max_length: int,
+    config: GenerationConfig,
     eos_ids: set[int],
     generator: torch.Generator | None = None,
     timer: SectionTimer | None = None,
 ) -> Iterator[StepResult]:
     """An iterator of StepResults: one after the prefill and one after every verification step.
 
-    The arguments are checked here, before any work; the target runs only while iterating.
-    Gradients are off inside each step only, so a caller that stops iterating early leaves no
-    global mode behind, and the yielded ids are ordinary tensors.
+    ``config.tree`` is the caller's business (it picks the proposer); the loop reads the
+    sampling and the limits. The arguments are checked here, before any work; the target runs
+    only while iterating. Gradients are off inside each step only, so a caller that stops
+    iterating early leaves no global mode behind, and the yielded ids are ordinary tensors.
     """
     check_input_ids(input_ids, target.embed_tokens.weight.shape[0])
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
-    budget = token_budget(input_ids.shape[1], max_new_tokens, max_length, target.position_limit)
+    budget = token_budget(
+        input_ids.shape[1], config.max_new_tokens, config.max_length, target.position_limit
+    )
     limit = target.context_limit
     if limit is not None and input_ids.shape[1] + budget + proposer.max_tree_depth > limit:
         raise ValueError(
             f"this model's sliding-window attention is exact only within {limit} positions; "
             f"prompt ({input_ids.shape[1]}) + max_new_tokens ({budget}) + tree depth exceeds it"
         )
-    run = _Decoding(target, proposer, params, eos_ids, generator, timer)
+    run = _Decoding(target, proposer, config.sampling, eos_ids, generator, timer)
     return _steps(run, input_ids, budget)
 
 
@@ -235,7 +269,7 @@ class _Decoding:
         self.ids = input_ids.new_empty(1, self.prompt + budget)
         self.ids[:, : self.prompt] = input_ids
         self.cache = self.target.new_cache()
-        with self.section("verify", self.device):
+        with self.section("prefill", self.device):
             out = self.target.prefill(input_ids, self.cache, self.layers)
             first = target_choices(out.logits, self.params, self.generator)
         self.ids[0, self.prompt] = first[0]

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, PROBABILITY
+
 GREEDY_TEMPERATURE = 1e-5
 
 
@@ -31,7 +33,9 @@ class SamplingParams:
 
     temperature <= 1e-5 means greedy. top_p in (0, 1) keeps the smallest set of tokens whose
     probability reaches top_p (0 or 1 = off); top_k > 0 keeps the k most likely (0 = off).
-    Order: temperature, then top-k, then top-p.
+    Order: temperature, then top-k, then top-p. Checked when built: every value finite (NaN,
+    infinities, bools and strings are refused; an integral float is a valid top_k, as the
+    original API's default ``top_k=0.0``); a ValueError names the field and its allowed values.
     """
 
     temperature: float = 0.0
@@ -39,12 +43,13 @@ class SamplingParams:
     top_k: int = 0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1] (0 or 1 = off), got {self.top_p}")
-        if self.top_k < 0 or int(self.top_k) != self.top_k:
-            raise ValueError(f"top_k must be a non-negative integer (0 = off), got {self.top_k}")
+        checked = {
+            "temperature": float(NON_NEGATIVE.check("temperature", self.temperature)),
+            "top_p": float(PROBABILITY.check("top_p", self.top_p)),
+            "top_k": int(NON_NEGATIVE_INT.check("top_k", self.top_k)),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     @property
     def greedy(self) -> bool:

@@ -41,6 +41,7 @@ import torch
 
 from eagle.ge_data.feature_format import check_target, read_manifest
 from eagle.input_checks import check_top_k_fits
+from eagle.model.generate import GenerationConfig
 from eagle.model.loading import add_model_flags, checked_model_spec, show_library_logs
 from eagle.train.data import FeatureDataset, collate, plan_batches
 from eagle.train.loss import HeadObjective, LossSpec
@@ -116,11 +117,9 @@ def end_to_end_tau(
         ids = torch.tensor(
             [prompt_ids(model.tokenizer, chat, messages)], device=model.target.device
         )
-        _, new, idx = model.eagenerate(
-            ids, temperature=0.0, max_new_tokens=max_new_tokens, log=True
-        )
-        new_tokens += int(new)
-        steps += int(idx) + 1
+        *_, last = model.generate_steps(ids, config=GenerationConfig(max_new_tokens=max_new_tokens))
+        new_tokens += last.new_tokens
+        steps += last.steps
     tree = model.tree
     shape = {k: getattr(tree, k) for k in ("total_token", "depth", "top_k") if hasattr(tree, k)}
     return EndToEnd(
@@ -165,7 +164,7 @@ def validate_head(
         check_target(manifest, fingerprint, int(vocab), int(width), target.num_layers)
         from eagle.train.build import CastInput  # stored features are bf16, the target may not be
 
-        measured = teacher_forced(model.ea_layer, CastInput(target.lm_head), data_dir, steps)
+        measured = teacher_forced(model.head, CastInput(target.lm_head), data_dir, steps)
         out["teacher_forced"] = asdict(measured)
     if conversations is not None and tau_prompts > 0:
         prompts = first_prompts(conversations, tau_prompts)
