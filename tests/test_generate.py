@@ -162,26 +162,35 @@ def test_bad_sampling_arguments_are_refused(kwargs):
 
 
 def test_sampled_tokens_follow_the_target_distribution():
-    """First three sampled tokens (top-k 3 warping: 27 outcomes) against exact target probs."""
+    model = _model(fitted=True)  # drafts are often accepted, so tokens 2-3 come from acceptance
+    assert_sampling_follows_the_target(model, _prompt(0), torch.Generator().manual_seed(0))
+
+
+def assert_sampling_follows_the_target(
+    model: EaModel, prompt: torch.Tensor, generator: torch.Generator | None
+) -> None:
+    """First three sampled tokens (top-k 3 warping: 27 outcomes) against exact target probs.
+
+    Runs on the model's device; ``generator`` None samples from the global generator."""
     from test_verify import chi_square_p_value
 
     from eagle.model.verify import SamplingParams, warp_logits
 
-    model = _model(fitted=True)  # drafts are often accepted, so tokens 2-3 come from acceptance
-    prompt, params = _prompt(0), SamplingParams(temperature=1.0, top_k=3)
+    device = model.target.device
+    prompt, params = prompt.to(device), SamplingParams(temperature=1.0, top_k=3)
     warped = lambda ids: warp_logits(model.base_model(ids).logits[0, -1], params).softmax(-1)  # noqa: E731
+    extend = lambda *ids: torch.cat((prompt, torch.tensor([ids], device=device)), 1)  # noqa: E731
     exact: dict[tuple[int, ...], float] = {}
     with torch.no_grad():
         p1 = warped(prompt)
         for a in p1.nonzero().flatten().tolist():
-            p2 = warped(torch.cat((prompt, torch.tensor([[a]])), 1))
+            p2 = warped(extend(a))
             for b in p2.nonzero().flatten().tolist():
-                p3 = warped(torch.cat((prompt, torch.tensor([[a, b]])), 1))
+                p3 = warped(extend(a, b))
                 for c in p3.nonzero().flatten().tolist():
                     exact[(a, b, c)] = float(p1[a] * p2[b] * p3[c])
     keys = sorted(exact)
     counts = torch.zeros(len(keys))
-    generator = torch.Generator().manual_seed(0)
     accepted = 0
     for _ in range(1500):
         steps = list(
