@@ -177,6 +177,19 @@ def test_shards_round_trip_with_their_ids(tmp_path):
         shard_offsets(tmp_path, name)
 
 
+def test_pack_samples_refuses_a_field_stored_for_some_samples_only():
+    # it used to look at the first sample only: hidden on the first and not the second failed
+    # inside torch.cat, and hidden on the second only was dropped without a word
+    def sample(i, hidden):
+        return StoredSample(f"c{i}", torch.arange(2), torch.ones(2), hidden, None)
+
+    with_hidden, without = sample(0, torch.randn(2, 4)), sample(1, None)
+    for samples in ([with_hidden, without], [without, with_hidden]):
+        with pytest.raises(ValueError, match="hidden is stored for 1 of 2 samples"):
+            pack_samples(samples)
+    assert "hidden" not in pack_samples([without, without])
+
+
 def test_vocabulary_file_round_trip_and_target_check(tmp_path):
     manifest = new_manifest(tmp_path, SETTINGS)
     assert read_vocab(manifest) is None

@@ -479,13 +479,21 @@ def pack_samples(samples: Sequence[StoredSample]) -> dict[str, Tensor]:
         "loss_mask": torch.cat([s.loss_mask for s in samples]).to(torch.uint8),
         "offsets": lengths.cumsum(0),
     }
-    if samples[0].hidden is not None:
-        tensors["hidden"] = torch.cat([s.hidden for s in samples]).contiguous()
-    if samples[0].aux is not None:
-        tensors["aux"] = torch.cat([s.aux for s in samples]).contiguous()
-    if samples[0].topk is not None:
-        tensors["topk_ids"] = torch.cat([s.topk.ids for s in samples]).contiguous()
-        tensors["topk_probs"] = torch.cat([s.topk.probs for s in samples]).contiguous()
+    optional = {
+        "hidden": [s.hidden for s in samples],
+        "aux": [s.aux for s in samples],
+        "topk_ids": [None if s.topk is None else s.topk.ids for s in samples],
+        "topk_probs": [None if s.topk is None else s.topk.probs for s in samples],
+    }
+    for name, parts in optional.items():
+        present = [part for part in parts if part is not None]
+        if present and len(present) < len(parts):  # one shard: a field for all samples or none
+            raise ValueError(
+                f"{name} is stored for {len(present)} of {len(parts)} samples: a shard holds it "
+                "for every sample or for none"
+            )
+        if present:
+            tensors[name] = torch.cat(present).contiguous()
     return tensors
 
 
