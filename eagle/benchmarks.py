@@ -71,7 +71,7 @@ def _check_slice(begin: int | None, end: int | None) -> None:
 
 
 def _mt_bench() -> list[Question]:
-    path = resources.files("eagle").joinpath("data", "mt_bench", "question.jsonl")
+    path = resources.files("eagle") / "data" / "mt_bench" / "question.jsonl"  # one part a step
     return _parse_lines(path.read_text(encoding="utf-8").splitlines(), "mt_bench")
 
 

@@ -79,9 +79,19 @@ BUILTIN_TEMPLATES = {
 class ChatTemplate(Protocol):
     """Renders a chat (`[{"role": "system"|"user"|"assistant", "content": str}]`) to text."""
 
-    name: str
-    add_special_tokens: bool  # whether tokenizing the rendered text should add BOS/EOS
-    stop_strings: tuple[str, ...]  # plain text that ends a reply; answers are cut there
+    # read-only members: the templates are frozen dataclasses
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether tokenizing the rendered text should add BOS/EOS."""
+        ...
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Plain text that ends a reply; answers are cut there."""
+        ...
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
         """The chat as the model sees it; with `add_generation_prompt`, followed by the text that

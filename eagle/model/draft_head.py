@@ -34,7 +34,7 @@ from torch import Tensor, nn
 Variant = Literal["eagle1", "eagle3"]
 KV = tuple[Tensor, Tensor]
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "swish": F.silu,
     "gelu": F.gelu,
@@ -118,7 +118,7 @@ class HeadFieldError(ValueError):
 
 
 def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool) and value > 0
+    return isinstance(value, Integral) and not isinstance(value, bool) and int(value) > 0
 
 
 def _is_positive_number(value: Any) -> bool:
@@ -126,7 +126,7 @@ def _is_positive_number(value: Any) -> bool:
         isinstance(value, Real)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and value > 0
+        and float(value) > 0
     )
 
 
@@ -262,6 +262,8 @@ class Rotary(nn.Module):
     so a bf16 head rotates with the frequencies it was trained with, and a head built on the meta
     device (as ``checkpoint.load_head`` builds it) gets real values when it is moved.
     """
+
+    inv_freq: Tensor  # [D/2] float32, a non-persistent buffer
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -465,7 +467,10 @@ class Eagle1Head(DraftHead):
         return features
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return self._target.lm_head(hidden)
+        lm_head = self._target.lm_head
+        if lm_head is None:
+            raise ValueError("an EAGLE-1 head needs the target's lm_head (TargetParts.lm_head)")
+        return lm_head(hidden)
 
     def forward(self, features, tokens, positions, past, mask):
         x = self.fc(torch.cat((self.embed(tokens).to(features.dtype), features), dim=-1))
@@ -478,6 +483,9 @@ class Eagle1Head(DraftHead):
 
 
 class Eagle3Head(DraftHead):
+    d2t: Tensor  # [Vd] long, draft id -> offset to its target id (buffer, reduced vocab only)
+    t2d: Tensor  # [V] bool, target ids the draft vocabulary holds (buffer, reduced vocab only)
+
     def __init__(self, config: HeadConfig, target: TargetParts, own_embedding: bool) -> None:
         super().__init__(config, target, own_embedding)
         h = config.hidden_size

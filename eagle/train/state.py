@@ -332,7 +332,9 @@ def _scaler_state(scaler: Any | None) -> dict[str, Any]:
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's RNG states as JSON data."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # the legacy form, get_state's default
+    name, keys, pos, has_gauss, cached = numpy_state
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
