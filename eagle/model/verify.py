@@ -134,7 +134,8 @@ def accept_reference(
         accepted = None
         for child in children:
             x = int(tokens[child])
-            if torch.rand((), generator=generator, dtype=torch.float64) < probs[x]:
+            draw = torch.rand((), generator=generator, dtype=torch.float64, device=probs.device)
+            if draw < probs[x]:
                 accepted = child
                 break
             probs[x] = 0.0
