@@ -103,8 +103,9 @@ class EagleDrafter:
         """features [n, F] of newly committed positions, next_tokens [n] (the last is the root)."""
         hidden, logits = self._catch_up(state, features, next_tokens)
         root = next_tokens[-1:]
-        if isinstance(self.tree, DynamicTree):
-            tokens, parents, rank = self._grow_dynamic(state, hidden, logits)
+        tree = state.tree
+        if isinstance(tree, DynamicTree):
+            tokens, parents, rank = self._grow_dynamic(tree, state, hidden, logits)
             minus_one = parents.new_full((1,), -1)
             return build_tree(
                 torch.cat((root, tokens)),
@@ -112,8 +113,7 @@ class EagleDrafter:
                 self.max_tree_depth,
                 torch.cat((minus_one, rank)),
             )
-        tokens = self._fill_static(state, hidden, logits, root)
-        tree = state.tree
+        tokens = self._fill_static(tree, state, hidden, logits, root)
         return TreeBuffers(tokens, tree.parents, tree.mask, tree.node_depth, tree.depth)
 
     def _catch_up(
@@ -158,9 +158,9 @@ class EagleDrafter:
         return out[0], torch.log_softmax(self.head.logits(out[0]).float(), dim=-1)
 
     def _grow_dynamic(
-        self, state: DraftState, hidden: Tensor, logits: Tensor
+        self, tree: DynamicTree, state: DraftState, hidden: Tensor, logits: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.tree.top_k
+        k = tree.top_k
         log_probs = torch.log_softmax(logits, dim=-1)
         scores, draft_ids = torch.topk(log_probs, k)
         tokens = self.head.draft_to_target(draft_ids)
@@ -170,7 +170,7 @@ class EagleDrafter:
         feats = hidden.expand(k, -1)
         ancestors = torch.zeros(k, 0, dtype=torch.bool, device=tokens.device)
         eye = torch.eye(k, dtype=torch.bool, device=tokens.device)
-        for level in range(self.tree.depth):
+        for level in range(tree.depth):
             ancestors = torch.cat((ancestors, eye), dim=1)
             out, child_logp = self._tree_step(state, level * k, feats, tokens, ancestors)
             child_scores, child_ids = torch.topk(child_logp, k)  # [k, k]
@@ -188,13 +188,12 @@ class EagleDrafter:
             torch.cat(all_scores),
             torch.cat(all_tokens),
             torch.cat(all_parents),
-            self.tree.total_token - 1,
+            tree.total_token - 1,
         )
 
     def _fill_static(
-        self, state: DraftState, hidden: Tensor, logits: Tensor, root: Tensor
+        self, tree: StaticTree, state: DraftState, hidden: Tensor, logits: Tensor, root: Tensor
     ) -> Tensor:
-        tree: StaticTree = state.tree
         device = root.device
         parents, ranks = tree.parents, tree.ranks
         tokens = root.new_zeros(tree.size)

@@ -403,6 +403,7 @@ class DraftHead(nn.Module):
     """
 
     config: HeadConfig
+    fc: nn.Linear  # the input projection of either variant (its weight gives dtype and device)
 
     def __init__(self, config: HeadConfig, target: TargetParts, own_embedding: bool) -> None:
         super().__init__()

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eagle.model.draft_head import KV, DraftHead
+from eagle.model.draft_head import KV, DraftHead, Eagle3Head
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class TargetTable:
 
 def draft_ids(head: DraftHead) -> Tensor | None:
     """Target ids of the draft vocabulary [Vd], or None when it is the whole vocabulary."""
-    if head.variant != "eagle3" or not head.reduced_vocab:
+    if not isinstance(head, Eagle3Head) or not head.reduced_vocab:
         return None
     return torch.arange(head.d2t.shape[0], device=head.d2t.device) + head.d2t
 
@@ -195,6 +195,7 @@ def step_terms(
     correct = head.draft_to_target(guess) == table.best[rows]
     parts = {}
     if spec.variant == "eagle1":
+        assert table.hidden is not None  # an EAGLE-1 table holds the target features
         feature = F.smooth_l1_loss(pred.float(), table.hidden[rows], reduction="none").mean(-1)
         parts = {"feature": feature.sum().detach(), "token": token.sum().detach()}
         per = spec.feature_weight * feature + spec.token_weight * token
@@ -248,7 +249,9 @@ def extend(past: list[KV] | None, new: list[KV]) -> list[KV]:
 
 
 def _combine(means: list[Tensor], sums: list[dict[str, Tensor]], spec: LossSpec) -> LossOutput:
-    loss = sum(spec.step_weight**s * m for s, m in enumerate(means))
+    loss = means[0]  # step 0's weight is step_weight**0 = 1
+    for s, mean in enumerate(means[1:], start=1):
+        loss = loss + spec.step_weight**s * mean
     stacked = {name: torch.stack([s[name] for s in sums]) for name in spec.metrics}
     return LossOutput(loss, stacked)
 
