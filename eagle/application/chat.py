@@ -152,11 +152,11 @@ class StopFlag:
 
 def conversation_messages(turns: list[Turn]) -> list[dict[str, str]]:
     """Chat messages asking for the last turn's answer (earlier answers included)."""
-    messages = []
-    for turn in turns[:-1]:
+    messages: list[dict[str, str]] = []
+    for turn in turns[:-1]:  # answered: the web UI answers the first pending turn
         messages += [
             {"role": "user", "content": turn.user},
-            {"role": "assistant", "content": turn.answer},
+            {"role": "assistant", "content": turn.answer or ""},
         ]
     return [*messages, {"role": "user", "content": turns[-1].user}]
 

@@ -83,14 +83,15 @@ def wait_until_settled(driver: Any, timeout: float, settle: float = 2.0, every: 
     The figures change after every decoding step (their time does), so a line that stays the
     same for two seconds belongs to a finished answer.
     """
-    last = {"text": "", "since": time.monotonic()}
+    last_text, since = "", time.monotonic()
 
     def settled() -> str:
+        nonlocal last_text, since
         text = driver.execute_script(FIGURES_JS)
         now = time.monotonic()
-        if text != last["text"]:
-            last.update(text=text, since=now)
-        return text if text and now - last["since"] >= settle else ""
+        if text != last_text:
+            last_text, since = text, now
+        return text if text and now - since >= settle else ""
 
     return wait_for(settled, timeout, every)
 

@@ -75,12 +75,14 @@ class HFGenerateMethod:
     """``transformers`` ``generate()``, optionally with prompt lookup decoding."""
 
     def __init__(
-        self, model: torch.nn.Module, eos_ids: frozenset[int], prompt_lookup: int | None = None
+        self, model: Any, eos_ids: frozenset[int], prompt_lookup: int | None = None
     ) -> None:
+        """``model``: a transformers model with ``generate()`` (``AutoModelForCausalLM``'s;
+        ``PreTrainedModel`` itself has no ``generate`` in transformers 5)."""
         self._model = model
         self._eos_ids = eos_ids
         self._prompt_lookup = prompt_lookup
-        self.device = model.device
+        self.device: torch.device = model.device
         self.record = {} if prompt_lookup is None else {"prompt_lookup_tokens": prompt_lookup}
 
     def generate(self, prompt: list[int], config: GenerationConfig) -> Generation:

@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"{label}: {rows[-1].tokens_per_second:.1f} tok/s, tau {rows[-1].tau:.2f}", flush=True
         )
     rows.append(Row("plain (last)", *run_all(model, prompts, plain, False)))
-    plain = (rows[0].tokens + rows[-1].tokens) / (rows[0].seconds + rows[-1].seconds)
+    plain_speed = (rows[0].tokens + rows[-1].tokens) / (rows[0].seconds + rows[-1].seconds)
     print(f"\n{'setting':40s} {'tok/s':>7s} {'tau':>5s} {'speedup':>7s}")
     for row in sorted(rows, key=lambda r: -r.tokens_per_second):
-        speedup = row.tokens_per_second / plain
+        speedup = row.tokens_per_second / plain_speed
         print(f"{row.label:40s} {row.tokens_per_second:7.1f} {row.tau:5.2f} {speedup:7.2f}x")
     return rows
 

@@ -187,8 +187,9 @@ def answer_batch(
         tokens = torch.tensor(list(prompt) + answers[b], dtype=torch.long)
         features = torch.cat([prompt_feats[b], torch.stack(answer_feats[b])])
         topk = None
-        if k:
-            parts = [prompt_topk[b], *answer_topk[b]]
+        prompt_top = prompt_topk[b]
+        if prompt_top is not None:  # k > 0
+            parts = [prompt_top, *answer_topk[b]]
             topk = TopK(torch.cat([t.ids for t in parts]), torch.cat([t.probs for t in parts]))
         out.append(AnsweredSample(tokens, len(prompt), features, topk, ended[b]))
     return out
@@ -239,6 +240,7 @@ def reference_samples(
         hidden, aux, topk = capture_batch(
             target, [RenderedExample("ref", ids, mask, truncated=False)], fp32
         )[0]
+        assert hidden is not None  # store_hidden=True
         features = hidden if aux is None else torch.cat([hidden, aux], dim=-1)
         assert features.shape[-1] >= width
         out.append(AnsweredSample(ids, len(prompt), features, topk, ended))

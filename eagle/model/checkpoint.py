@@ -47,8 +47,10 @@ from eagle.model.draft_head import (
     HeadConfig,
     HeadFieldError,
     TargetParts,
+    Variant,
     build_head,
     check_head_fields,
+    weight_of,
 )
 
 CONFIG_FILE = "config.json"
@@ -148,7 +150,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def detect_variant(
     raw_config: dict[str, Any], state: dict[str, Tensor], source: str | os.PathLike = "the head"
-) -> str:
+) -> Variant:
     """'eagle1' or 'eagle3' from the weights, checked against the config."""
     has_mid = any(k.startswith("midlayer.") for k in state)
     has_layers = any(k.startswith("layers.") for k in state)
@@ -157,7 +159,7 @@ def detect_variant(
             f"{source}: unknown head format: expected either 'midlayer.*' keys (EAGLE-3) or "
             f"'layers.*' keys (EAGLE-1), found {'both' if has_mid else 'neither'}; keys: {sorted(state)[:12]}"
         )
-    variant = "eagle3" if has_mid else "eagle1"
+    variant: Variant = "eagle3" if has_mid else "eagle1"
     if variant == "eagle1" and head_formats.names_eagle3(raw_config):
         raise HeadCheckpointError(
             f"{source}: config.json names an EAGLE-3 head (draft_vocab_size or architectures "
@@ -167,7 +169,7 @@ def detect_variant(
 
 
 def parse_config(
-    raw: dict[str, Any], variant: str, source: str | os.PathLike = CONFIG_FILE
+    raw: dict[str, Any], variant: Variant, source: str | os.PathLike = CONFIG_FILE
 ) -> HeadConfig:
     """The head config of a config.json dict; ``source`` (the file) is named in errors."""
     fields = {k: v for k, v in raw.items() if k in _KNOWN_FIELDS and v is not None}
@@ -250,8 +252,10 @@ def feature_layers_of(
     top = _layer_ids(raw.get(TOP_LEVEL_LAYERS), TOP_LEVEL_LAYERS, count, 0, source)
     nested_ids = (eagle_config or {}).get("eagle_aux_hidden_state_layer_ids")
     nested = _layer_ids(nested_ids, NESTED_LAYERS, count, -1, source)
-    from_nested = None if nested is None else tuple(i + 1 for i in nested)
-    if top is not None and from_nested is not None and top != from_nested:
+    if nested is None:
+        return top
+    from_nested = tuple(i + 1 for i in nested)
+    if top is not None and top != from_nested:
         raise HeadCheckpointError(
             f"{source}: fields {TOP_LEVEL_LAYERS!r} {list(top)} and {NESTED_LAYERS!r} "
             f"{list(nested)} name different target layers (vLLM would read hidden_states "
@@ -442,7 +446,7 @@ def load_head(
 
 
 def _check_target_fit(config: HeadConfig, target: TargetParts, source, has_embedding: bool) -> None:
-    vocab, width = target.embed_tokens.weight.shape
+    vocab, width = weight_of(target.embed_tokens).shape
     if config.vocab_size != vocab:
         raise HeadCheckpointError(
             f"{source}: head vocab_size {config.vocab_size} does not match the target's "

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def _download(entry: GgufModel, into: Path) -> None:
         )
 
 
-def _stderr_stream() -> object:
+def _stderr_stream() -> TextIO | int:
     """sys.stderr when it is a real file (a terminal, a log), else a pipe (captured output)."""
     try:
         sys.stderr.fileno()

@@ -394,6 +394,14 @@ class TargetParts:
     lm_head: nn.Module | None
 
 
+def weight_of(module: nn.Module | None) -> Tensor:
+    """``module.weight`` [rows, width] of an embedding or linear layer, checked to be a tensor."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
 class DraftHead(nn.Module):
     """Common interface of the two head variants.
 

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from eagle.input_checks import POSITIVE_INT
 from eagle.model.draft import DynamicTree
+from eagle.model.draft_head import weight_of
 from eagle.model.tree import StaticTree, TreeBuffers, build_tree, truncate_depth
 from eagle.model.verify import SamplingParams, accept, target_choices
 
@@ -182,8 +183,8 @@ def token_budget(
     A target with ``position_limit`` learned positions can read positions 0..limit-1, so it can
     produce tokens up to index ``limit`` (prompt + output <= limit + 1), as plain decoding can.
     """
-    max_new_tokens = POSITIVE_INT.check("max_new_tokens", max_new_tokens)
-    max_length = POSITIVE_INT.check("max_length", max_length)
+    max_new_tokens = int(POSITIVE_INT.check("max_new_tokens", max_new_tokens))
+    max_length = int(POSITIVE_INT.check("max_length", max_length))
     budget = min(max_new_tokens, max_length - prompt_length)
     if budget < 1:
         raise ValueError(
@@ -226,7 +227,7 @@ def decode(
     only while iterating. Gradients are off inside each step only, so a caller that stops
     iterating early leaves no global mode behind, and the yielded ids are ordinary tensors.
     """
-    check_input_ids(input_ids, target.embed_tokens.weight.shape[0])
+    check_input_ids(input_ids, weight_of(target.embed_tokens).shape[0])
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {generator!r}")
     budget = token_budget(

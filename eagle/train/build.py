@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from eagle.ge_data.feature_format import Manifest, Vocabulary, target_fingerprint
-from eagle.model.draft_head import DraftHead, TargetParts, build_head
+from eagle.model.draft_head import DraftHead, Eagle3Head, TargetParts, build_head, weight_of
 from eagle.train.config import TrainConfig, build_head_config
 from eagle.train.data import draft_vocab
 
@@ -39,10 +39,10 @@ class CastInput(nn.Module):
 
     @property
     def weight(self) -> Tensor:
-        return self.module.weight
+        return weight_of(self.module)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module(x.to(self.module.weight.dtype))
+        return self.module(x.to(self.weight.dtype))
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def load_target(path: str, dtype: torch.dtype | None) -> FrozenTarget:
 
     kwargs = {"dtype": dtype} if dtype is not None else {}
     target = TargetModel.from_pretrained(resolve_model_path(path), **kwargs)
-    fingerprint = target_fingerprint(target.config.to_json_string(), target.embed_tokens.weight)
+    fingerprint = target_fingerprint(target.config.to_json_string(), weight_of(target.embed_tokens))
     parts = target_parts(target.embed_tokens, target.lm_head)
     return FrozenTarget(parts, target.config, target.num_layers, fingerprint)
 
@@ -79,21 +79,21 @@ def make_head(
     vocab: Vocabulary | None,
 ) -> DraftHead:
     """A freshly initialised head (seeded by the caller) for this target and data."""
-    vocab_size, _ = parts.embed_tokens.weight.shape
+    vocab_size, _ = weight_of(parts.embed_tokens).shape
     stored = None if vocab is None else int(vocab.d2t.shape[0])
     layers = manifest.aux_layers if config.variant == "eagle3" else None
     head_config = build_head_config(config, target_config, vocab_size, stored, layers)
     own = config.head.save_embedding
     head = build_head(head_config, parts, own_embedding=own)
-    if own:
-        head.embed_tokens.weight.data.copy_(parts.embed_tokens.weight.data)
-    if config.variant == "eagle3" and head.reduced_vocab:
+    if head.embed_tokens is not None:  # the head owns its embedding
+        head.embed_tokens.weight.data.copy_(weight_of(parts.embed_tokens).data)
+    if isinstance(head, Eagle3Head) and head.reduced_vocab:
         d2t, t2d = draft_vocab(vocab, head_config.draft_vocab, vocab_size)
         head.d2t.copy_(d2t)
         head.t2d.copy_(t2d)
-    if config.variant == "eagle3" and config.head.lm_head_init == "target":
+    if isinstance(head, Eagle3Head) and config.head.lm_head_init == "target":
         rows = torch.arange(head.d2t.shape[0]) + head.d2t if head.reduced_vocab else slice(None)
-        head.lm_head.weight.data.copy_(parts.lm_head.weight.data[rows])
+        head.lm_head.weight.data.copy_(weight_of(parts.lm_head).data[rows])
     return head
 
 
@@ -114,7 +114,12 @@ def init_from_head(head: DraftHead, path: str, parts: TargetParts) -> list[str]:
         diff = ", ".join(f"{k}: config {a[k]!r} vs head {b[k]!r}" for k in a if a[k] != b[k])
         raise ValueError(f"--init-head {path} does not match the training config: {diff}")
     notes = []
-    if head.variant == "eagle3" and head.reduced_vocab and not torch.equal(head.d2t, trained.d2t):
+    if (
+        isinstance(head, Eagle3Head)
+        and isinstance(trained, Eagle3Head)
+        and head.reduced_vocab
+        and not torch.equal(head.d2t, trained.d2t)
+    ):
         notes.append(
             f"--init-head {path} keeps its own draft vocabulary, which differs from the data's"
         )

@@ -239,7 +239,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         path = f"{where}.{name}"
         values[name] = (
             _build(hint, value, path)
-            if dataclasses.is_dataclass(hint)
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint)
             else _typed(value, hint, path)
         )
     return cls(**values)

@@ -42,6 +42,7 @@ from accelerate.utils import (
 )
 
 from eagle.ge_data.feature_format import check_target, read_manifest, read_vocab
+from eagle.model.draft_head import weight_of
 from eagle.model.loading import DTYPES, add_model_flags, show_library_logs
 from eagle.train.build import init_from_head, load_target, make_head
 from eagle.train.config import (
@@ -200,14 +201,16 @@ def build_trainer(
     manifest = read_manifest(args.tmpdir)
     target = load_target(args.base_model_path, getattr(torch, args.target_dtype))
     parts = target.parts
-    vocab_size, width = parts.embed_tokens.weight.shape
+    vocab_size, width = weight_of(parts.embed_tokens).shape
     check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
     if not manifest.complete:
         accelerator.print(
             f"warning: {args.tmpdir} is still being written; using its finished shards"
         )
+    lm_head = parts.lm_head
+    assert lm_head is not None  # load_target keeps the target's lm_head
     parts.embed_tokens.to(accelerator.device)
-    parts.lm_head.to(accelerator.device)
+    lm_head.to(accelerator.device)
     head = make_head(config, target.config, parts, manifest, read_vocab(manifest))
     if args.init_head:
         for note in init_from_head(head, args.init_head, parts):
@@ -219,7 +222,7 @@ def build_trainer(
         config.train.feature_weight,
         config.train.token_weight,
     )
-    objective = HeadObjective(head, parts.lm_head, spec, config.noise)
+    objective = HeadObjective(head, lm_head, spec, config.noise)
     with_aux = config.variant == "eagle3"
     dataset = FeatureDataset(manifest, config.train.max_len, with_aux=with_aux)
     val_dataset = None

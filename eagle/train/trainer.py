@@ -451,7 +451,7 @@ def checkpoints(cpdir: Path) -> list[Path]:
 def _trainer_fields(record: dict[str, Any], path: Path) -> tuple[dict[str, int], str, int]:
     """Progress, run id and accelerate's micro-step counter of a state's JSON record."""
     names = ("epoch", "batches_done", "step", "micro_step")
-    values = {n: record.get(n) for n in names}
+    values: dict[str, Any] = {n: record.get(n) for n in names}  # JSON, checked next
     bad = [n for n, v in values.items() if type(v) is not int or v < 0]
     if bad or not isinstance(record.get("run_id"), str):
         raise CheckpointError(

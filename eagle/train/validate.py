@@ -41,6 +41,7 @@ import torch
 
 from eagle.ge_data.feature_format import check_target, read_manifest
 from eagle.input_checks import check_top_k_fits
+from eagle.model.draft_head import weight_of
 from eagle.model.generate import GenerationConfig
 from eagle.model.loading import add_model_flags, checked_model_spec, show_library_logs
 from eagle.train.data import FeatureDataset, collate, plan_batches
@@ -159,8 +160,9 @@ def validate_head(
 
         manifest = read_manifest(data_dir)
         target = model.target
-        fingerprint = target_fingerprint(target.config.to_json_string(), target.embed_tokens.weight)
-        vocab, width = target.embed_tokens.weight.shape
+        embedding = weight_of(target.embed_tokens)
+        fingerprint = target_fingerprint(target.config.to_json_string(), embedding)
+        vocab, width = embedding.shape
         check_target(manifest, fingerprint, int(vocab), int(width), target.num_layers)
         from eagle.train.build import CastInput  # stored features are bf16, the target may not be
 
@@ -181,7 +183,7 @@ def _tree(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(
             f"--tree takes total_token,depth,top_k as three positive integers, got {text!r}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError as error:
         parser.error(str(error))
     show_library_logs()
+    assert spec.ea_model_path is not None  # checked_model_spec resolves the head (need_head)
     result = validate_head(
         spec.ea_model_path, spec.base_model_path, args.data, args.conversations, args.steps,
         args.tau_prompts, args.max_new_tokens, args.tree, spec.torch_dtype, spec.device,
