@@ -17,6 +17,10 @@ that fails for any reason removes its turn, so no turn is left pending for a lat
 land on. Answers run one at a time across sessions (one model); Stop, Clear, Regenerate's
 reset and the highlight switch run at once, outside the queue. Gradio is imported only when a
 page is built, so importing this module loads nothing.
+
+The original web UI's flags (SafeAILab/EAGLE eagle/application/webui.py @3cbfb39) are accepted:
+``--model-type`` picks the template (``MODEL_TYPES``), ``--load-in-8bit``/``--load-in-4bit``
+quantise the target with bitsandbytes (``eagle.model.loading.add_quantization_flags``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,13 @@ from eagle.application.chat import (
 from eagle.chat.formatter import ChatFormatter
 from eagle.chat.templates import AUTO, add_template_flag, check_template_flag
 from eagle.input_checks import POSITIVE_INT, Bound, check_flags
-from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
+from eagle.model.loading import (
+    ModelSpec,
+    add_model_flags,
+    add_quantization_flags,
+    checked_model_spec,
+    load_ea_model,
+)
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -55,6 +65,17 @@ LEGEND = (
     "target's own token of each step."
 )
 GENERATE_QUEUE = "eagle-generate"  # one model: answers run one at a time across sessions
+# The original's --model-type (its choices, default llama-3-instruct) as a --template name. It
+# built vicuna and llama-2-chat prompts with FastChat, mixtral as llama-2 without a system
+# prompt, and llama-3-instruct with the tokenizer's template; the Llama, Mixtral and Llama-3
+# chat tokenizers carry that format as their own template, Vicuna's has none. (It also set the
+# Llama-2 system prompt for llama-2-chat and llama-3-instruct; that is not reproduced here.)
+MODEL_TYPES = {
+    "vicuna": "vicuna_v1.1",  # FastChat's name for what get_conversation_template("vicuna") gives
+    "llama-2-chat": AUTO,
+    "mixtral": AUTO,
+    "llama-3-instruct": AUTO,
+}
 FLAG_BOUNDS = {
     "--max-new-token": POSITIVE_INT,
     "--port": Bound(1, 65535, integer=True),
@@ -283,6 +304,12 @@ def build_parser(
         help="the initial max-new-tokens setting of the page",
     )  # fmt: skip
     add_template_flag(p)
+    p.add_argument(
+        "--model-type", choices=sorted(MODEL_TYPES), default=None,
+        help="the original web UI's name for the chat template: vicuna is --template "
+        "vicuna_v1.1 (needs fschat), the others the tokenizer's own (default: use --template)",
+    )  # fmt: skip
+    add_quantization_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument(
@@ -295,6 +322,11 @@ def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> M
     """Exit through ``parser`` naming the first web UI flag out of its range, before anything
     is loaded; else the models the flags name."""
     check_flags(parser, args, FLAG_BOUNDS)
+    model_type = getattr(args, "model_type", None)
+    if model_type is not None:
+        if args.template not in (AUTO, MODEL_TYPES[model_type]):
+            parser.error(f"--model-type {model_type} and --template {args.template}: give one")
+        args.template = MODEL_TYPES[model_type]
     check_template_flag(parser, args.template)
     return checked_model_spec(parser, args)
 

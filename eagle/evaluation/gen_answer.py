@@ -9,6 +9,12 @@ file is resumed only with the same flags. Flag errors (every number finite and i
 question files, and answer files that cannot be resumed with these flags, are reported before
 any model is loaded (exit status 2, naming the flag or the file and line).
 
+The original EAGLE's evaluation command lines run unchanged (SafeAILab/EAGLE README, Evaluation:
+``gen_ea_answer_llama3chat ... --use_eagle3``): ``--use_eagle3``/``--use-eagle3`` and
+``--tree-choices`` keep their meaning (``eagle.model.loading``), and its GPU placement flags
+(``--num-gpus-per-model``, ``--num-gpus-total``, ``--max-gpu-memory``, ``--load-in-8bit``) are
+accepted and reported as ignored on stderr.
+
 Example (then compare with ``python -m eagle.evaluation.speed``)::
 
     python -m eagle.evaluation.gen_ea_answer --base-model-path TARGET --ea-model-path HEAD \\
@@ -18,6 +24,7 @@ Example (then compare with ``python -m eagle.evaluation.speed``)::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -45,7 +52,13 @@ from eagle.input_checks import (
     plain_name,
 )
 from eagle.model.generate import GenerationConfig
-from eagle.model.loading import ModelSpec, add_model_flags, model_spec
+from eagle.model.loading import (
+    ModelSpec,
+    add_model_flags,
+    add_placement_flags,
+    ignored_placement_flags,
+    model_spec,
+)
 from eagle.model.verify import SamplingParams
 
 ANSWER_ROOT = Path("outputs")
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
         questions = load_questions(args.bench_name, args.question_begin, args.question_end)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
+    for warning in ignored_placement_flags(args):
+        print(f"{parser.prog}: warning: {warning}", file=sys.stderr)
     methods, tokenizer = build_methods(names, models, args.prompt_lookup_tokens)
     try:
         chat = ChatFormatter(tokenizer, args.template)
@@ -106,11 +121,12 @@ def build_parser(method: str = "eagle", template: str | None = None) -> argparse
     _add_model_flags(parser.add_argument_group("models"), method)
     _add_question_flags(parser.add_argument_group("questions and answers"), template)
     _add_generation_flags(parser.add_argument_group("generation"))
+    add_placement_flags(parser.add_argument_group("the original EAGLE's GPU placement (ignored)"))
     return parser
 
 
 def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
-    add_model_flags(group)
+    add_model_flags(group, static_tree=True)
     group.add_argument(
         "--method",
         action="append",

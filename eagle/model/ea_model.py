@@ -45,7 +45,7 @@ from eagle.model.generate import (
     StepResult,
     decode,
 )
-from eagle.model.target import TargetModel, collect_eos_ids
+from eagle.model.target import TargetModel, collect_eos_ids, translate_legacy_kwargs
 from eagle.model.tree import StaticTree
 
 _LEGACY_DEFAULTS = (0.0, 0.0, 0.0, 512, 2048)  # generate_steps' keyword defaults
@@ -97,9 +97,18 @@ class EaModel(nn.Module):
 
         total_token=-1 measures verification cost and acceptance on this device and picks the
         tree size (see ``autotune``). ``threshold`` is accepted for compatibility and unused.
+        ``load_in_4bit``/``load_in_8bit`` and ``torch_dtype`` are translated for transformers 5
+        (``target.translate_legacy_kwargs``). The original's first positional parameter is
+        ``use_eagle3``; a bool in ``base_model_path``'s place is refused with the keyword form.
         """
         from transformers import AutoTokenizer
 
+        if isinstance(base_model_path, bool):  # from_pretrained(True, base, head) in the original
+            raise ValueError(
+                "from_pretrained's first parameter is base_model_path (the original EAGLE's was "
+                "use_eagle3): call from_pretrained(base_model_path=..., ea_model_path=..., "
+                "use_eagle3=...) with keywords"
+            )
         _check_path("base_model_path", base_model_path)
         _check_path("ea_model_path", ea_model_path)
         total_token = TOTAL_TOKEN.check("total_token", total_token)
@@ -108,6 +117,7 @@ class EaModel(nn.Module):
         THRESHOLD.check("threshold", threshold)
         if use_eagle3 is not None and not isinstance(use_eagle3, bool):
             raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
+        kwargs = translate_legacy_kwargs(kwargs)  # a missing bitsandbytes fails before loading
         auto = total_token == -1
         tree = make_tree(tree_choices, 60 if auto else total_token, depth, top_k)
         base_model_path = resolve_model_path(base_model_path)  # registered names -> local dir

@@ -20,6 +20,12 @@ Every default is defined here once (the commands' help texts say the same):
   ``cuda:N`` pick one. (Spreading a large target over several GPUs is the Python API's
   ``device_map="auto"``.)
 
+Flags of the original EAGLE's commands (SafeAILab/EAGLE; file and commit where each is added)
+are accepted here too, so its command lines run: ``--use_eagle3``, ``--tree-choices`` (an
+EAGLE-1 static tree, ``static_tree=True``), ``--load-in-8bit``/``--load-in-4bit``
+(``add_quantization_flags``: bitsandbytes) and the GPU placement flags of its evaluation
+scripts, accepted and reported as ignored (``add_placement_flags``, ``ignored_placement_flags``).
+
 ``ModelSpec`` is the checked, resolved result, a typed value that a command can also build
 directly; its checks raise ValueError naming the flag and its allowed values. The loaders are
 for commands: they show the library's INFO messages on stderr (``show_library_logs``: the
@@ -30,6 +36,7 @@ model that cannot be loaded into an exit naming the flag.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import sys
 from dataclasses import dataclass, fields
@@ -45,11 +52,14 @@ if TYPE_CHECKING:
 
     from eagle.model.ea_model import EaModel
     from eagle.model.target import TargetModel
+    from eagle.model.tree import StaticTree
 
 DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes, the --dtype choices
 DEFAULT_DTYPE = "bfloat16"
 DEFAULT_DEVICE = "auto"
 DEFAULT_TREE = {f.name: f.default for f in fields(DynamicTree)}  # total_token, depth, top_k
+QUANTIZATIONS = ("4bit", "8bit")  # bitsandbytes, as --load-in-4bit / --load-in-8bit
+TreePaths = tuple[tuple[int, ...], ...]  # an EAGLE-1 static tree: top-k rank paths from the root
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class ModelSpec:
 
     ``ea_model_path`` is None for a command that loads the target alone; ``device`` is a
     concrete device (``auto`` already decided); ``total_token`` -1 measures on this device.
+    ``tree_choices``: an EAGLE-1 static tree used instead of the dynamic one (then the three
+    sizes are unused); ``quantization``: load the target with bitsandbytes in 4 or 8 bits.
     """
 
     base_model_path: str = DEFAULT_TARGET
@@ -68,6 +80,8 @@ class ModelSpec:
     use_eagle3: bool | None = None
     dtype: str = DEFAULT_DTYPE
     device: str = "cpu"
+    tree_choices: TreePaths | None = None
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -79,6 +93,13 @@ class ModelSpec:
             bound.check(flag, getattr(self, _dest(flag)))
         if self.use_eagle3 not in (None, True, False):
             raise ValueError(f"use_eagle3 must be True, False or None, got {self.use_eagle3!r}")
+        if self.quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(
+                f"quantization must be None or one of {', '.join(QUANTIZATIONS)}, "
+                f"got {self.quantization!r}"
+            )
+        if self.tree_choices is not None:
+            checked_static_tree(self.tree_choices)  # raises naming --tree-choices
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -90,6 +111,56 @@ class ModelSpec:
     def tree(self) -> dict[str, int]:
         """``total_token``, ``depth`` and ``top_k``, as ``EaModel.from_pretrained`` takes them."""
         return {"total_token": self.total_token, "depth": self.depth, "top_k": self.top_k}
+
+    @property
+    def load_kwargs(self) -> dict[str, Any]:
+        """The keywords of ``EaModel.from_pretrained`` beyond the paths and ``tree``: variant,
+        static tree, dtype, device and quantization."""
+        kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "device_map": self.device}
+        if self.quantization is not None:
+            kwargs[f"load_in_{self.quantization}"] = True
+        return kwargs
+
+
+def checked_static_tree(paths: TreePaths) -> StaticTree:
+    """The ``StaticTree`` of ``paths``; ValueError naming ``--tree-choices`` when they do not
+    make a tree (empty, negative ranks, a path whose parent is missing)."""
+    from eagle.model.tree import StaticTree
+
+    try:
+        return StaticTree.from_paths([list(path) for path in paths])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--tree-choices: {error}") from error
+
+
+def parse_tree_choices(text: str) -> TreePaths:
+    """``--tree-choices``: a preset name (``eagle.model.presets``: ``mc_sim_7b_63``, the
+    original's default, ``eagle1_26``, ``chain_N``) or a Python list of top-k rank paths such
+    as ``[[0], [1], [0, 0]]`` (read as a literal; the original ``eval``-ed it). ValueError
+    naming the flag otherwise."""
+    from eagle.model import presets
+
+    text = text.strip()
+    if text.startswith(("[", "(")):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"--tree-choices is not a list of rank paths: {text!r}") from error
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(path, list | tuple) and all(type(r) is int for r in path) for path in value
+        ):
+            raise ValueError(
+                f"--tree-choices must be a list of lists of ints such as [[0], [1], [0, 0]], "
+                f"got {text!r}"
+            )
+        paths: TreePaths = tuple(tuple(path) for path in value)
+    else:
+        try:
+            paths = tuple(tuple(path) for path in presets.static_tree(text))
+        except ValueError as error:
+            raise ValueError(f"--tree-choices: {error}") from error
+    checked_static_tree(paths)
+    return paths
 
 
 def resolve_device(device: str | None) -> str:
@@ -112,10 +183,12 @@ def add_model_flags(
     device: bool = True,
     target_aliases: tuple[str, ...] = (),
     head_aliases: tuple[str, ...] = (),
+    static_tree: bool = False,
 ) -> None:
     """Add the model flags: target, head and EAGLE variant (``head``), tree (``tree``), dtype
     (``dtype``) and device (``device``). ``*_aliases`` are older spellings a command keeps
-    working (``--basepath``)."""
+    working (``--basepath``). ``static_tree``: also ``--tree-choices``, for a command that
+    passes ``ModelSpec.tree_choices`` on (the answer generation)."""
     parser.add_argument(
         "--base-model-path", *target_aliases, dest="base_model_path", default=DEFAULT_TARGET,
         help=f"target: hub id, local folder or registered name (default: {DEFAULT_TARGET}, "
@@ -128,9 +201,11 @@ def add_model_flags(
             "shipped for the built-in target)",
         )  # fmt: skip
         variant = parser.add_mutually_exclusive_group()
+        # --use_eagle3: the original README's spelling; its gen_ea_answer_qwen3.py @3e056a4 says
+        # --use-eagle3. There, without the flag an EAGLE-1 head was assumed; here it is detected.
         variant.add_argument(
-            "--use-eagle3", dest="use_eagle3", action="store_const", const=True, default=None,
-            help="require an EAGLE-3 head (default: detect the variant from the head)",
+            "--use-eagle3", "--use_eagle3", dest="use_eagle3", action="store_const", const=True,
+            default=None, help="require an EAGLE-3 head (default: detect the variant from the head)",
         )  # fmt: skip
         variant.add_argument(
             "--no-eagle3", dest="use_eagle3", action="store_const", const=False,
@@ -151,6 +226,17 @@ def add_model_flags(
             "--top-k", type=int, default=None,
             help=f"tree branching per level ({default} {DEFAULT_TREE['top_k']})",
         )  # fmt: skip
+    if tree and static_tree:
+        # SafeAILab/EAGLE evaluation/gen_ea_answer_vicuna.py @b2faa21 (EAGLE-1) eval()-s it into
+        # the static tree; its EAGLE-2/3 scripts (eagle/evaluation/gen_ea_answer_vicuna.py
+        # @f2f2366) still parse it, default mc_sim_7b_63, and never read it. So: absent, the
+        # dynamic tree (EAGLE-2/3); given, that static tree (EAGLE-1).
+        parser.add_argument(
+            "--tree-choices", type=parse_tree_choices, default=None,
+            help="EAGLE-1 static tree instead of the dynamic one: a preset (mc_sim_7b_63, "
+            "eagle1_26, chain_N) or a list of top-k rank paths such as '[[0], [1], [0, 0]]' "
+            "(default: the dynamic tree; not with --total-token/--depth/--top-k)",
+        )  # fmt: skip
     if dtype:
         parser.add_argument(
             "--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
@@ -161,6 +247,54 @@ def add_model_flags(
             "--device", default=DEFAULT_DEVICE,
             help="cpu, cuda, cuda:N, or auto: cuda when available, else cpu (default: auto)",
         )  # fmt: skip
+
+
+def add_quantization_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--load-in-8bit`` / ``--load-in-4bit``: the target quantised by bitsandbytes, as in the
+    original web UI (SafeAILab/EAGLE eagle/application/webui.py @3cbfb39, both ``store_true``
+    and passed to ``from_pretrained``); read by ``model_spec`` into ``ModelSpec.quantization``."""
+    bits = parser.add_mutually_exclusive_group()
+    for n in (8, 4):
+        bits.add_argument(
+            f"--load-in-{n}bit", dest="quantization", action="store_const", const=f"{n}bit",
+            default=None, help=f"quantise the target to {n} bits with bitsandbytes (needs it "
+            "installed and a CUDA GPU; the head stays in --dtype)",
+        )  # fmt: skip
+
+
+# The GPU placement flags of the original evaluation scripts (SafeAILab/EAGLE
+# eagle/evaluation/gen_ea_answer_vicuna.py @f2f2366, gen_ea_answer_qwen3.py @3e056a4): the
+# questions were split over num_gpus_total // num_gpus_per_model ray workers; --max-gpu-memory
+# and --load-in-8bit (store_false there) were parsed and never read. Each maps to why it is
+# ignored here.
+PLACEMENT_FLAGS = {
+    "--num-gpus-per-model": "one process loads one model on --device (spread a large target "
+    "with the Python API's device_map='auto')",
+    "--num-gpus-total": "there are no ray workers: run one process per GPU, each with its own "
+    "--device cuda:N and --question-begin/--question-end",
+    "--max-gpu-memory": "the original parsed it and never used it",
+    "--load-in-8bit": "the original's evaluation scripts parsed it and never used it",
+}
+
+
+def add_placement_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The original evaluation scripts' GPU placement flags, accepted so their command lines
+    run; ``ignored_placement_flags`` says which were given and why they do nothing."""
+    for flag in PLACEMENT_FLAGS:
+        kind: dict[str, Any] = {"action": "store_true"} if flag == "--load-in-8bit" else {}
+        parser.add_argument(
+            flag, dest=_dest(flag), default=None, **kind,
+            help="accepted from the original EAGLE's evaluation scripts and ignored",
+        )  # fmt: skip
+
+
+def ignored_placement_flags(args: argparse.Namespace) -> list[str]:
+    """One message per placement flag given on the command line (nothing to do otherwise)."""
+    return [
+        f"{flag} is accepted for the original EAGLE's command lines and ignored: {reason}"
+        for flag, reason in PLACEMENT_FLAGS.items()
+        if getattr(args, _dest(flag), None) not in (None, False)
+    ]
 
 
 def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool = True) -> ModelSpec:
@@ -188,10 +322,28 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
     settings = dict(DEFAULT_TREE)
     if need_head:
         settings.update(shipped.tree_settings(head))
-    if tree:
-        settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
+    given = {k: getattr(args, k) for k in settings if tree and getattr(args, k) is not None}
+    settings.update(given)
+    paths = getattr(args, "tree_choices", None)
+    if paths is not None and given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ValueError(
+            f"--tree-choices gives a static tree; {flags} size the dynamic tree: give one or the "
+            "other"
+        )
     if need_head:
-        check_top_k_fits(settings["top_k"], head)
+        check_top_k_fits(
+            settings["top_k"] if paths is None else checked_static_tree(paths).max_rank, head
+        )
+    quantization = getattr(args, "quantization", None)
+    if quantization is not None:
+        from eagle.model.target import BITSANDBYTES_INSTALL, bitsandbytes_installed
+
+        if not bitsandbytes_installed():
+            raise ValueError(
+                f"--load-in-{quantization} needs bitsandbytes, which is not installed: "
+                f"{BITSANDBYTES_INSTALL}"
+            )
     return ModelSpec(
         base_model_path=args.base_model_path,
         ea_model_path=head,
@@ -199,6 +351,8 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
         use_eagle3=getattr(args, "use_eagle3", None),
         dtype=args.dtype,
         device=device,
+        tree_choices=paths,
+        quantization=quantization,
     )
 
 
@@ -238,9 +392,11 @@ def load_ea_model(spec: ModelSpec) -> EaModel:
             base_model_path=spec.base_model_path,
             ea_model_path=spec.ea_model_path,
             use_eagle3=spec.use_eagle3,
-            dtype=spec.torch_dtype,
-            device_map=spec.device,
+            tree_choices=None
+            if spec.tree_choices is None
+            else [list(p) for p in spec.tree_choices],
             **spec.tree,
+            **spec.load_kwargs,
         )
     except HeadCheckpointError as error:
         raise SystemExit(f"--ea-model-path {spec.ea_model_path}: {error}") from error
@@ -261,7 +417,7 @@ def load_target(spec: ModelSpec) -> tuple[TargetModel, Any]:
     try:
         path = resolve_model_path(spec.base_model_path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        target = TargetModel.from_pretrained(path, dtype=spec.torch_dtype, device_map=spec.device)
+        target = TargetModel.from_pretrained(path, **spec.load_kwargs)
     except OSError as error:
         raise SystemExit(f"--base-model-path {spec.base_model_path}: {error}") from error
     target.model.eval()

@@ -17,7 +17,9 @@ adapter reports that window as a context limit. Models with a learned absolute p
 (GPT-2's ``n_positions``, OPT) cannot take a position past it at all; the adapter reports that
 table's size as ``position_limit`` (None for rotary, ALiBi and other unbounded schemes).
 
-``collect_eos_ids`` reads the stop ids from the model's generation config and the tokenizer.
+``collect_eos_ids`` reads the stop ids from the model's generation config and the tokenizer;
+``translate_legacy_kwargs`` turns the original EAGLE's loading keywords (``torch_dtype``,
+``load_in_4bit``/``load_in_8bit``) into the ones transformers 5 takes.
 """
 
 from __future__ import annotations
@@ -66,9 +68,10 @@ class TargetModel:
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> TargetModel:
-        if "torch_dtype" in kwargs:
-            kwargs["dtype"] = kwargs.pop("torch_dtype")
-        return cls(AutoModelForCausalLM.from_pretrained(path, **kwargs))
+        """Load ``path`` with ``AutoModelForCausalLM``; the original EAGLE's keywords that
+        transformers 5 dropped are translated (``torch_dtype``, ``load_in_4bit``/``load_in_8bit``:
+        see ``translate_legacy_kwargs``)."""
+        return cls(AutoModelForCausalLM.from_pretrained(path, **translate_legacy_kwargs(kwargs)))
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -287,6 +290,46 @@ class TargetModel:
                 f"{type(self.model).__name__} with attention {self.attention!r} ignores custom 4D "
                 "attention masks, so tree verification would be wrong; try attn_implementation='sdpa'"
             )
+
+
+BITSANDBYTES_INSTALL = "pip install bitsandbytes (a CUDA GPU is needed to run it)"
+
+
+def translate_legacy_kwargs(kwargs: dict[str, object]) -> dict[str, object]:
+    """``from_pretrained`` keywords of the original EAGLE in the form transformers 5 takes.
+
+    ``torch_dtype`` becomes ``dtype``. ``load_in_4bit=True`` / ``load_in_8bit=True`` (the
+    original web UI always passes both, False unless asked) become
+    ``quantization_config=BitsAndBytesConfig(load_in_4bit=True)`` (or 8-bit), which is what
+    transformers 4 built from them; False values are dropped. Raises ImportError naming the
+    package when bitsandbytes is not installed, and ValueError for both at once or with a
+    ``quantization_config`` of the caller's own.
+    """
+    kwargs = dict(kwargs)
+    if "torch_dtype" in kwargs:
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    asked = [name for name in ("load_in_4bit", "load_in_8bit") if kwargs.pop(name, False)]
+    if not asked:
+        return kwargs
+    if len(asked) > 1:
+        raise ValueError("load_in_4bit and load_in_8bit are exclusive: give one of them")
+    if kwargs.get("quantization_config") is not None:
+        raise ValueError(f"{asked[0]}=True and quantization_config are exclusive: give one")
+    if not bitsandbytes_installed():
+        raise ImportError(
+            f"{asked[0]}=True quantises the target with bitsandbytes, which is not installed: "
+            f"{BITSANDBYTES_INSTALL}; or load the target unquantised (omit {asked[0]})"
+        )
+    from transformers import BitsAndBytesConfig
+
+    kwargs["quantization_config"] = BitsAndBytesConfig(**{asked[0]: True})
+    return kwargs
+
+
+def bitsandbytes_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:
