@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 
+from eagle.model.draft_head import weight_of
 from eagle.model.verify import GREEDY_TEMPERATURE
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class TargetModel:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.lm_head.weight.shape[0])
+        return int(weight_of(self.lm_head).shape[0])
 
     # -- forward passes -----------------------------------------------------------------------
 
