@@ -225,3 +225,19 @@ def test_eagle1_static_tree_command_is_lossless(tiny, tmp_path) -> None:
     ea_answer, base_answer = read_answers(ea)[1], read_answers(base)[1]
     assert ea_answer.settings["tree"] == {"static_paths": json.loads(tree)}
     assert ea_answer.choices[0].turns == base_answer.choices[0].turns  # greedy, fp32
+
+
+def test_the_original_attributes_and_forward(tiny) -> None:
+    target, eagle3, eagle1 = tiny
+    model = EaModel.from_pretrained(
+        base_model_path=str(target), ea_model_path=str(eagle3), torch_dtype=torch.float32
+    )
+    assert model.config is model.base_model.config and model.use_eagle3 is True
+    assert (model.hidden_size, model.vocab_size) == (32, model.config.vocab_size)
+    assert model.base_model_name_or_path == str(target)
+    ids = torch.tensor([[5, 9, 11, 4]])
+    _, logits, hidden = model(ids, output_orig=True)
+    assert hidden.shape == (1, 4, 32) and logits.shape == (1, 4, model.vocab_size)
+    assert torch.allclose(logits, model.base_model(ids).logits, atol=1e-5)
+    assert len(model(ids)) == 2
+    assert EaModel.from_pretrained(str(target), str(eagle1)).use_eagle3 is False

@@ -149,6 +149,57 @@ class EaModel(nn.Module):
         """The tree a generation uses unless its ``GenerationConfig`` brings one."""
         return self.drafter.tree
 
+    # -- the original's attributes (SafeAILab/EAGLE eagle/model/ea_model.py @47de7b0, __init__) --
+
+    @property
+    def config(self):
+        """The target's ``PretrainedConfig``."""
+        return self.target.config
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the target's last hidden state (its ``lm_head`` input)."""
+        return int(self.target.lm_head.weight.shape[-1])
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the target's ``lm_head``."""
+        return int(self.target.lm_head.weight.shape[0])
+
+    @property
+    def base_model_name_or_path(self) -> str:
+        """Where the target was loaded from (a registered name is its converted folder)."""
+        return str(getattr(self.target.config, "_name_or_path", "") or "")
+
+    @property
+    def use_eagle3(self) -> bool:
+        """Whether the head is an EAGLE-3 head (detected from the checkpoint here)."""
+        return self.head.variant == "eagle3"
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        past_key_values=None,
+        output_orig: bool = False,
+        position_ids: Tensor | None = None,
+    ):
+        """The target's decoder on ``input_ids`` ``[B, T]``, as the original's ``forward``:
+        ``(outputs, hidden_states)``, or ``(outputs, logits, hidden_states)`` with
+        ``output_orig``; ``hidden_states`` ``[B, T, H]`` is the last (normed) state and
+        ``logits`` ``[B, T, V]`` the ``lm_head`` of it. Runs under ``torch.inference_mode``."""
+        with torch.inference_mode():
+            outputs = self.base_model.get_decoder()(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                cache=past_key_values,  # transformers 5's name for past_key_values
+                position_ids=position_ids,
+            )
+            hidden_states = outputs[0]
+            if output_orig:
+                return outputs, self.target.lm_head(hidden_states), hidden_states
+        return outputs, hidden_states
+
     def set_tree(self, tree: DynamicTree | StaticTree) -> None:
         """Change the default tree (kept for existing callers; the library itself passes
         ``GenerationConfig(tree=...)`` with each call instead)."""
