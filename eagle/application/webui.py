@@ -87,9 +87,11 @@ def chat_messages(turns: list[Turn], highlight: bool) -> list[dict[str, str]]:
     messages = []
     for turn in turns:
         messages.append({"role": "user", "content": turn.user})
-        if turn.segments or turn.answer:
-            content = render_answer(turn.segments, highlight) if turn.segments else turn.answer
+        if turn.segments:
+            content = render_answer(turn.segments, highlight)
             messages.append({"role": "assistant", "content": content})
+        elif turn.answer:
+            messages.append({"role": "assistant", "content": turn.answer})
     return messages
 
 
@@ -217,7 +219,8 @@ class ChatHandlers:
         if not settings:
             return
         try:
-            checked_settings(*settings, limit=self.max_new_limit)
+            use_eagle, temperature, top_p, max_new = settings  # as the page sends them
+            checked_settings(use_eagle, temperature, top_p, max_new, limit=self.max_new_limit)
         except SettingsError as error:
             raise gr.Error(str(error)) from error
 
