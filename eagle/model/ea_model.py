@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,7 @@ from eagle.model import presets
 from eagle.model.checkpoint import load_head
 from eagle.model.defaults import resolve_model_path
 from eagle.model.draft import DynamicTree, EagleDrafter
-from eagle.model.draft_head import DraftHead, TargetParts
+from eagle.model.draft_head import DraftHead, TargetParts, weight_of
 from eagle.model.generate import (
     GenerationConfig,
     PlainProposer,
@@ -47,6 +48,9 @@ from eagle.model.generate import (
 )
 from eagle.model.target import TargetModel, collect_eos_ids, translate_legacy_kwargs
 from eagle.model.tree import StaticTree
+
+if TYPE_CHECKING:
+    from eagle.model.autotune import TreeChoice
 
 _LEGACY_DEFAULTS = (0.0, 0.0, 0.0, 512, 2048)  # generate_steps' keyword defaults
 TOTAL_TOKEN = Bound(1, integer=True, special=(-1,))  # -1: measure on this device
@@ -75,7 +79,8 @@ class EaModel(nn.Module):
         check_tree_fits_head(tree, head)
         self.drafter = EagleDrafter(head, tree, layers)
         self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
-        self.tree_choice = None  # the measurements behind total_token=-1, when it was used
+        # the measurements behind total_token=-1, when it was used
+        self.tree_choice: TreeChoice | None = None
 
     @classmethod
     def from_pretrained(
@@ -111,9 +116,9 @@ class EaModel(nn.Module):
             )
         _check_path("base_model_path", base_model_path)
         _check_path("ea_model_path", ea_model_path)
-        total_token = TOTAL_TOKEN.check("total_token", total_token)
-        depth = POSITIVE_INT.check("depth", depth)
-        top_k = POSITIVE_INT.check("top_k", top_k)
+        total_token = int(TOTAL_TOKEN.check("total_token", total_token))
+        depth = int(POSITIVE_INT.check("depth", depth))
+        top_k = int(POSITIVE_INT.check("top_k", top_k))
         THRESHOLD.check("threshold", threshold)
         if use_eagle3 is not None and not isinstance(use_eagle3, bool):
             raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
@@ -159,12 +164,12 @@ class EaModel(nn.Module):
     @property
     def hidden_size(self) -> int:
         """Width of the target's last hidden state (its ``lm_head`` input)."""
-        return int(self.target.lm_head.weight.shape[-1])
+        return int(weight_of(self.target.lm_head).shape[-1])
 
     @property
     def vocab_size(self) -> int:
         """Rows of the target's ``lm_head``."""
-        return int(self.target.lm_head.weight.shape[0])
+        return int(weight_of(self.target.lm_head).shape[0])
 
     @property
     def base_model_name_or_path(self) -> str:
@@ -249,6 +254,7 @@ class EaModel(nn.Module):
         last = None
         for last in self.generate_steps(**kwargs):  # noqa: B007 - the last step is the result
             pass
+        assert last is not None  # decode yields at least the prefill's step
         return (last.ids, last.new_tokens, last.steps - 1) if log else last.ids
 
     def eagenerate(

@@ -57,7 +57,10 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes, the --dtype choices
 DEFAULT_DTYPE = "bfloat16"
 DEFAULT_DEVICE = "auto"
-DEFAULT_TREE = {f.name: f.default for f in fields(DynamicTree)}  # total_token, depth, top_k
+_DEFAULT_DYNAMIC = DynamicTree()
+DEFAULT_TREE: dict[str, int] = {
+    f.name: getattr(_DEFAULT_DYNAMIC, f.name) for f in fields(DynamicTree)
+}
 QUANTIZATIONS = ("4bit", "8bit")  # bitsandbytes, as --load-in-4bit / --load-in-8bit
 TreePaths = tuple[tuple[int, ...], ...]  # an EAGLE-1 static tree: top-k rank paths from the root
 
@@ -321,6 +324,7 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
             raise ValueError(f"--ea-model-path is required: {error}") from error
     settings = dict(DEFAULT_TREE)
     if need_head:
+        assert head is not None  # given, or the shipped one (or an error above)
         settings.update(shipped.tree_settings(head))
     given = {k: getattr(args, k) for k in settings if tree and getattr(args, k) is not None}
     settings.update(given)
