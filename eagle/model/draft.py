@@ -99,8 +99,14 @@ class EagleDrafter:
             tree = tree.to(self.head.fc.weight.device)
         return DraftState(KVBuffer(self.head.num_layers), tree)
 
-    def propose(self, state: DraftState, features: Tensor, next_tokens: Tensor) -> TreeBuffers:
-        """features [n, F] of newly committed positions, next_tokens [n] (the last is the root)."""
+    def propose(
+        self, state: DraftState, features: Tensor | None, next_tokens: Tensor
+    ) -> TreeBuffers:
+        """features [n, F] of newly committed positions, next_tokens [n] (the last is the root).
+
+        The decode loop passes the target's features whenever ``feature_layers`` names them."""
+        if features is None:
+            raise ValueError("the EAGLE drafter needs the target's features of the new positions")
         hidden, logits = self._catch_up(state, features, next_tokens)
         root = next_tokens[-1:]
         tree = state.tree

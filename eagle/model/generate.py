@@ -103,8 +103,11 @@ class StepResult:
 
 
 class Proposer(Protocol):
-    feature_layers: tuple[int, ...] | None
-    max_tree_depth: int
+    @property
+    def feature_layers(self) -> tuple[int, ...] | None: ...  # hidden_states the proposer reads
+
+    @property
+    def max_tree_depth(self) -> int: ...
 
     def start(self): ...
 
@@ -114,7 +117,7 @@ class Proposer(Protocol):
 class PlainProposer:
     """Offers the root alone: plain one-token-per-step decoding."""
 
-    feature_layers = None
+    feature_layers: tuple[int, ...] | None = None
     max_tree_depth = 0
 
     def start(self) -> None:

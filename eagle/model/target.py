@@ -25,11 +25,13 @@ table's size as ``position_limit`` (None for rotary, ALiBi and other unbounded s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers.cache_utils import CacheLayerMixin
 
 from eagle.model.draft_head import weight_of
 from eagle.model.verify import GREEDY_TEMPERATURE
@@ -206,9 +208,9 @@ class TargetModel:
     @staticmethod
     def keep_batch_rows(cache: DynamicCache, rows: Tensor) -> None:
         """Keep only the given batch rows [R] (long) of every cache layer, in that order."""
-        for layer in cache.layers:
-            layer.keys = layer.keys.index_select(0, rows)
-            layer.values = layer.values.index_select(0, rows)
+        for layer, keys, values in _key_value_layers(cache):
+            layer.keys = keys.index_select(0, rows)
+            layer.values = values.index_select(0, rows)
 
     def generate_batch(
         self,
@@ -249,9 +251,9 @@ class TargetModel:
         """Compact the cache to the prefix plus the given tree nodes [A] (in order)."""
         rows = past_length + nodes
         end = past_length + nodes.shape[0]
-        for layer in cache.layers:
-            layer.keys = _gather_rows(layer.keys, rows, past_length, end)
-            layer.values = _gather_rows(layer.values, rows, past_length, end)
+        for layer, keys, values in _key_value_layers(cache):
+            layer.keys = _gather_rows(keys, rows, past_length, end)
+            layer.values = _gather_rows(values, rows, past_length, end)
 
     # -- load-time checks ---------------------------------------------------------------------
 
@@ -343,6 +345,15 @@ def collect_eos_ids(model: nn.Module, tokenizer) -> set[int]:
         elif source is not None:
             ids.update(int(i) for i in source)
     return ids
+
+
+def _key_value_layers(cache: DynamicCache) -> Iterator[tuple[CacheLayerMixin, Tensor, Tensor]]:
+    """Each cache layer with its key and value tensors [B, heads, S, head_dim]. Every layer of the
+    targets this adapter accepts is an attention layer that has run; anything else is a bug."""
+    for layer in cache.layers:
+        if not isinstance(layer, CacheLayerMixin) or layer.keys is None or layer.values is None:
+            raise TypeError(f"cache layer {type(layer).__name__} holds no key/value tensors")
+        yield layer, layer.keys, layer.values
 
 
 def _gather_rows(x: Tensor, rows: Tensor, start: int, end: int) -> Tensor:
