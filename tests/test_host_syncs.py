@@ -8,58 +8,24 @@ device-to-host syncs the same step would make on a GPU.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 
 import pytest
 import torch
 from helpers import VOCAB, make_target, random_head
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from eagle.evaluation.device_bench import HostSyncCounter
 from eagle.model.draft import DynamicTree, EagleDrafter
 from eagle.model.generate import GenerationConfig, decode
 from eagle.model.tree import StaticTree
 from eagle.model.verify import SamplingParams
 
-_ALWAYS_SYNC = {
-    torch.ops.aten.nonzero.default,
-    torch.ops.aten.masked_select.default,
-    torch.ops.aten._local_scalar_dense.default,
-    torch.ops.aten._unique2.default,
-    torch.ops.aten.unique_consecutive.default,
-    torch.ops.aten.unique_dim.default,
-}
-_INDEXING = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default}
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts the ops that synchronise with the host on a GPU, by op name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in _ALWAYS_SYNC:
-            self.counts[str(func)] += 1
-        elif func in _INDEXING and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
-        ):
-            self.counts[f"{func} (bool mask)"] += 1
-        elif func is torch.ops.aten.repeat_interleave.Tensor and kwargs.get("output_size") is None:
-            self.counts[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
 
 @contextlib.contextmanager
 def counting_syncs(monkeypatch):
-    """A SyncCounter that also counts ``Tensor.tolist`` and ``Tensor.numpy`` (C++ reads that
+    """The device benchmark's HostSyncCounter, also counting ``Tensor.tolist`` and ``Tensor.numpy`` (C++ reads that
     dispatch no op on CPU, but copy to the host on a GPU)."""
-    counter = SyncCounter()
+    counter = HostSyncCounter()
     for name in ("tolist", "numpy"):
         original = getattr(torch.Tensor, name)
 
