@@ -34,7 +34,7 @@ FLAG_BOUNDS = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eagle", description=__doc__.split("\n")[0])
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message to answer")
-    add_model_flags(p)
+    add_model_flags(p, lookup=True)
     p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate (>= 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (finite, >= 0)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs of each method (>= 1)")
@@ -58,7 +58,8 @@ def load(spec: ModelSpec):
     say(f"loading target {spec.base_model_path} and head {spec.ea_model_path} ({spec.dtype}) ...")
     start = time.perf_counter()
     model = load_ea_model(spec)
-    say(f"loaded in {time.perf_counter() - start:.1f} s; tree {model.tree}")
+    lookup = f"; drafts from the context: {model.lookup}" if model.lookup else ""
+    say(f"loaded in {time.perf_counter() - start:.1f} s; tree {model.tree}{lookup}")
     return model
 
 

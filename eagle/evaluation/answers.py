@@ -31,7 +31,8 @@ from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, Bound
 
 PER_TURN_FIELDS = ("turns", "idxs", "new_tokens", "wall_time")
 # Settings that two answer files must share for their timings to be compared. The others
-# (method, ea_model_path, tree, prompt_lookup_tokens) describe one method and may differ.
+# (method, ea_model_path, tree, lookup, prompt_lookup_tokens) describe one method and may
+# differ.
 SHARED_SETTINGS = (
     "base_model_path",
     "dtype",

@@ -35,6 +35,7 @@ from eagle.chat.templates import AUTO, add_template_flag, check_template_name
 from eagle.evaluation.answers import RecordedSettings, answered_ids
 from eagle.evaluation.methods import (
     EA_METHODS,
+    HEAD_METHODS,
     METHOD_NAMES,
     Method,
     build_methods,
@@ -126,7 +127,7 @@ def build_parser(method: str = "eagle", template: str | None = None) -> argparse
 
 
 def _add_model_flags(group: argparse._ArgumentGroup, method: str) -> None:
-    add_model_flags(group, static_tree=True)
+    add_model_flags(group, static_tree=True, lookup=True)
     group.add_argument(
         "--method",
         action="append",
@@ -213,7 +214,7 @@ def method_settings(
     shared: RecordedSettings, name: str, methods: dict[str, Method], models: ModelSpec
 ) -> RecordedSettings:
     """One method's answer-file settings: the shared ones, the method and its own settings."""
-    head = {"ea_model_path": models.ea_model_path} if name == "eagle" else {}
+    head = {"ea_model_path": models.ea_model_path} if name in HEAD_METHODS else {}
     return {**shared, "method": name, **head, **methods[name].record}
 
 

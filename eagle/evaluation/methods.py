@@ -2,6 +2,8 @@
 
 - ``eagle``: ``EaModel.eagenerate`` (speculative decoding with the draft head).
 - ``baseline``: ``EaModel.naivegenerate`` (one token per step through the same target and cache).
+- ``lookup``: drafts from the context alone (prompt lookup decoding) through the same loop.
+- ``eagle_lookup``: the EAGLE tree with drafts from the context as extra branches.
 - ``hf_generate``: ``transformers`` ``generate()``, a reference point.
 - ``hf_prompt_lookup``: ``generate(prompt_lookup_num_tokens=N)``, a draft-free reference point.
 
@@ -10,7 +12,9 @@ run) and returns the generated ids cut after the first EOS (which counts) by the
 own ``generate.stop_point``, so all answer files count tokens identically. Target steps are the
 decode loop's ``StepResult.steps`` for EaModel (the prefill included) and the number of target
 forward calls for ``generate()``. Each method's ``record`` holds its own settings for the
-answer files (the EAGLE tree, the prompt lookup length).
+answer files (the EAGLE tree, the lookup settings, the prompt lookup length). ``eagle`` never
+adds context drafts, whatever the model's default, so the methods stay distinct; the lookup
+methods use ``ModelSpec.lookup`` (the ``--lookup-*`` flags), else ``LookupSettings()``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import torch
 from eagle.model.draft import DynamicTree
 from eagle.model.generate import GenerationConfig, stop_point
 from eagle.model.loading import ModelSpec, load_ea_model, load_target
+from eagle.model.lookup import LookupSettings
 from eagle.model.tree import StaticTree
 from eagle.model.verify import SamplingParams
 
-METHOD_NAMES = ("eagle", "baseline", "hf_generate", "hf_prompt_lookup")
-EA_METHODS = ("eagle", "baseline")
+METHOD_NAMES = ("eagle", "baseline", "lookup", "eagle_lookup", "hf_generate", "hf_prompt_lookup")
+EA_METHODS = ("eagle", "baseline", "lookup", "eagle_lookup")
+HEAD_METHODS = ("eagle", "eagle_lookup")  # methods that draft with the head
 
 
 @dataclass(frozen=True)
@@ -51,20 +57,35 @@ class Method(Protocol):
 
 
 class EaMethod:
-    """``eagle`` or ``baseline``: EaModel's decode loop with or without the draft head."""
+    """One of ``EA_METHODS``: EaModel's decode loop with the head, the context, both or neither."""
 
-    def __init__(self, ea_model: Any, name: str, eos_ids: frozenset[int]) -> None:
+    def __init__(
+        self,
+        ea_model: Any,
+        name: str,
+        eos_ids: frozenset[int],
+        lookup: LookupSettings | None = None,
+    ) -> None:
         if name not in EA_METHODS:
             raise ValueError(f"EaMethod name must be one of {EA_METHODS}, got {name!r}")
         self._model = ea_model
-        self._use_draft = name == "eagle"
+        self._use_draft = name in HEAD_METHODS
+        settings = None
+        if name in ("lookup", "eagle_lookup"):
+            settings = lookup or LookupSettings()
+        self._lookup: LookupSettings | bool = settings or False  # False: none, whatever the default
         self.device = ea_model.target.device
-        self.record = {"tree": tree_record(ea_model.tree)} if self._use_draft else {}
+        self.record: dict[str, Any] = {}
+        if self._use_draft:
+            self.record["tree"] = tree_record(ea_model.tree)
+        if settings is not None:
+            self.record["lookup"] = dataclasses.asdict(settings)
         self._eos_ids = eos_ids
 
     def generate(self, prompt: list[int], config: GenerationConfig) -> Generation:
         """Generate with EaModel; steps are the target forward passes, the prefill included."""
         input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        config = dataclasses.replace(config, lookup=self._lookup)
         *_, last = self._model.generate_steps(input_ids, use_draft=self._use_draft, config=config)
         tokens = last.ids[0, len(prompt) :].tolist()
         count, _ = stop_point(tokens, self._eos_ids)
@@ -164,7 +185,7 @@ def build_methods(
     methods: dict[str, Method] = {}
     for name in names:
         if name in EA_METHODS:
-            methods[name] = EaMethod(ea_model, name, eos_ids)
+            methods[name] = EaMethod(ea_model, name, eos_ids, spec.lookup)
         else:
             lookup = prompt_lookup_tokens if name == "hf_prompt_lookup" else None
             methods[name] = HFGenerateMethod(target.model, eos_ids, lookup)
@@ -177,4 +198,4 @@ def check_methods(names: list[str], spec: ModelSpec) -> None:
     if unknown:
         raise ValueError(f"unknown --method {unknown}; choose from {', '.join(METHOD_NAMES)}")
     if spec.ea_model_path is None and set(names) & set(EA_METHODS):
-        raise ValueError("--ea-model-path is required by the eagle and baseline methods")
+        raise ValueError(f"--ea-model-path is required by the methods {', '.join(EA_METHODS)}")

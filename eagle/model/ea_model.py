@@ -42,10 +42,12 @@ from eagle.model.draft_head import DraftHead, TargetParts, weight_of
 from eagle.model.generate import (
     GenerationConfig,
     PlainProposer,
+    Proposer,
     SectionTimer,
     StepResult,
     decode,
 )
+from eagle.model.lookup import ContextProposer, LookupSettings
 from eagle.model.target import TargetModel, collect_eos_ids, translate_legacy_kwargs
 from eagle.model.tree import StaticTree
 
@@ -67,6 +69,7 @@ class EaModel(nn.Module):
         tokenizer=None,
         tree: DynamicTree | StaticTree | None = None,
         eos_ids: set[int] | None = None,
+        lookup: LookupSettings | bool | None = None,
     ) -> None:
         super().__init__()
         self.base_model = target.model
@@ -81,6 +84,8 @@ class EaModel(nn.Module):
         self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
         # the measurements behind total_token=-1, when it was used
         self.tree_choice: TreeChoice | None = None
+        # drafts from the context added to EAGLE's trees unless a call says otherwise
+        self.lookup = GenerationConfig(lookup=lookup).lookup or None
 
     @classmethod
     def from_pretrained(
@@ -93,6 +98,7 @@ class EaModel(nn.Module):
         threshold: float = 1.0,
         use_eagle3: bool | None = None,
         tree_choices: list[list[int]] | str | None = None,
+        lookup: LookupSettings | bool | None = None,
         **kwargs,
     ) -> EaModel:
         """Load the target (``kwargs`` go to its ``from_pretrained``) and the head.
@@ -105,6 +111,8 @@ class EaModel(nn.Module):
         ``load_in_4bit``/``load_in_8bit`` and ``torch_dtype`` are translated for transformers 5
         (``target.translate_legacy_kwargs``). The original's first positional parameter is
         ``use_eagle3``; a bool in ``base_model_path``'s place is refused with the keyword form.
+        ``lookup`` (``LookupSettings``, True for its defaults) adds drafts from the context to
+        every EAGLE tree by default (``eagle.model.lookup``); a call's ``lookup=`` overrides it.
         """
         from transformers import AutoTokenizer
 
@@ -122,6 +130,7 @@ class EaModel(nn.Module):
         THRESHOLD.check("threshold", threshold)
         if use_eagle3 is not None and not isinstance(use_eagle3, bool):
             raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
+        lookup = GenerationConfig(lookup=lookup).lookup or None  # checked before loading
         kwargs = translate_legacy_kwargs(kwargs)  # a missing bitsandbytes fails before loading
         auto = total_token == -1
         tree = make_tree(tree_choices, 60 if auto else total_token, depth, top_k)
@@ -131,13 +140,13 @@ class EaModel(nn.Module):
         head = load_head(ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device)
         check_tree_fits_head(tree, head)  # before the tokenizer and the autotune measurements
         tokenizer = AutoTokenizer.from_pretrained(base_model_path)
-        model = cls(target, head, tokenizer, tree)
+        model = cls(target, head, tokenizer, tree, lookup=lookup)
         if auto:
             from eagle.model.autotune import choose_total_token
 
             choice = choose_total_token(model, depth=depth, top_k=top_k)
             tree = DynamicTree(choice.total_token, depth, top_k)
-            model = cls(target, head, tokenizer, tree, model.eos_ids)
+            model = cls(target, head, tokenizer, tree, model.eos_ids, lookup)
             model.tree_choice = choice
         return model
 
@@ -230,24 +239,33 @@ class EaModel(nn.Module):
         generator: torch.Generator | None = None,
         timer: SectionTimer | None = None,
         config: GenerationConfig | None = None,
+        lookup: LookupSettings | bool | None = None,
     ) -> Iterator[StepResult]:
         """The decode loop's steps: ids so far, token and step counts, accepted drafts.
 
-        ``config`` (a ``GenerationConfig``: sampling, limits, and the tree of this call) replaces
-        the keyword arguments ``temperature`` .. ``max_length``, which then must stay at their
-        defaults. Every argument is checked here, when called; the target runs only while
-        iterating.
+        ``config`` (a ``GenerationConfig``: sampling, limits, the tree and the lookup of this
+        call) replaces the keyword arguments ``temperature`` .. ``max_length`` and ``lookup``,
+        which then must stay at their defaults. ``lookup`` None means the model's default for
+        EAGLE (``from_pretrained(lookup=...)``) and off for plain decoding; with
+        ``use_draft=False`` and lookup on, the context alone drafts (prompt lookup decoding
+        through the same loop). Every argument is checked here, when called; the target runs
+        only while iterating.
         """
         legacy = (temperature, top_p, top_k, max_new_tokens, max_length)
         if config is None:
-            config = GenerationConfig.of(*legacy)
-        elif legacy != _LEGACY_DEFAULTS:
+            config = GenerationConfig.of(*legacy, lookup=lookup)
+        elif legacy != _LEGACY_DEFAULTS or lookup is not None:
             raise ValueError(
                 "give the generation settings either as config=GenerationConfig(...) or as "
-                "keyword arguments (temperature, top_p, top_k, max_new_tokens, max_length), "
-                "not both"
+                "keyword arguments (temperature, top_p, top_k, max_new_tokens, max_length, "
+                "lookup), not both"
             )
-        proposer = self._drafter(config.tree) if use_draft else PlainProposer()
+        proposer: Proposer = self._drafter(config.tree) if use_draft else PlainProposer()
+        settings = config.lookup
+        if settings is None:
+            settings = self.lookup if use_draft else None
+        if isinstance(settings, LookupSettings):
+            proposer = ContextProposer(proposer, settings)
         return decode(self.target, proposer, input_ids, config, self.eos_ids, generator, timer)
 
     def _run(self, log: bool, **kwargs):

@@ -46,6 +46,7 @@ from torch import Tensor
 from eagle.input_checks import POSITIVE_INT
 from eagle.model.draft import DynamicTree
 from eagle.model.draft_head import weight_of
+from eagle.model.lookup import LookupSettings
 from eagle.model.tree import StaticTree, TreeBuffers, build_tree, truncate_depth
 from eagle.model.verify import SamplingParams, accept, target_choices
 
@@ -61,13 +62,17 @@ class GenerationConfig:
 
     ``max_new_tokens`` counts generated tokens and ``max_length`` prompt + output, both positive
     integers; ``tree`` is the EAGLE tree for this call (None: the model's own; plain decoding
-    drafts nothing). Checked when built: a ValueError names the field and its allowed values.
+    drafts nothing); ``lookup`` adds drafts from the context to the tree (``lookup.py``):
+    ``LookupSettings`` or True (its defaults) turn it on, False off, None leaves it to the
+    caller's default (``EaModel``: its own for EAGLE, off for plain decoding). Checked when
+    built: a ValueError names the field and its allowed values.
     """
 
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_new_tokens: int = 512
     max_length: int = 2048
     tree: DynamicTree | StaticTree | None = None
+    lookup: LookupSettings | bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sampling, SamplingParams):
@@ -76,6 +81,13 @@ class GenerationConfig:
             object.__setattr__(self, name, int(POSITIVE_INT.check(name, getattr(self, name))))
         if self.tree is not None and not isinstance(self.tree, DynamicTree | StaticTree):
             raise ValueError(f"tree must be a DynamicTree, a StaticTree or None, got {self.tree!r}")
+        if self.lookup is True:
+            object.__setattr__(self, "lookup", LookupSettings())
+        if self.lookup is not None and not isinstance(self.lookup, LookupSettings | bool):
+            raise ValueError(
+                f"lookup must be a LookupSettings, True (default settings), False (off) or None "
+                f"(the model's default), got {self.lookup!r}"
+            )
 
     @classmethod
     def of(
@@ -86,10 +98,11 @@ class GenerationConfig:
         max_new_tokens: object = 512,
         max_length: object = 2048,
         tree: DynamicTree | StaticTree | None = None,
+        lookup: LookupSettings | bool | None = None,
     ) -> GenerationConfig:
         """The config of the original API's keyword arguments (``eagenerate``'s names)."""
         sampling = SamplingParams(temperature, top_p, top_k)  # type: ignore[arg-type]
-        return cls(sampling, max_new_tokens, max_length, tree)  # type: ignore[arg-type]
+        return cls(sampling, max_new_tokens, max_length, tree, lookup)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,7 @@ class StepResult:
     accepted: int  # drafted tokens accepted in this step (0 for the prefill)
     finished: bool
     accepted_ranks: Tensor | None = None  # [accepted] score ranks of the accepted nodes
+    accepted_from_context: Tensor | None = None  # [accepted] bool: drafted by a context lookup
 
 
 class Proposer(Protocol):
@@ -310,7 +324,9 @@ class _Decoding:
             if out.features is not None:
                 self.features = out.features[result.path]
             self.next_tokens = emitted
-        ranks = None if tree.rank is None else tree.rank[result.path[1:]]
+        accepted = result.path[1:]
+        ranks = None if tree.rank is None else tree.rank[accepted]
+        from_context = None if tree.from_context is None else tree.from_context[accepted]
         return StepResult(
             self.ids[:, : self.prompt + self.new_tokens],
             self.new_tokens,
@@ -318,6 +334,7 @@ class _Decoding:
             result.num_accepted,
             finished,
             ranks,
+            from_context,
         )
 
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import torch
 
     from eagle.model.ea_model import EaModel
+    from eagle.model.lookup import LookupSettings
     from eagle.model.target import TargetModel
     from eagle.model.tree import StaticTree
 
@@ -72,7 +73,8 @@ class ModelSpec:
     ``ea_model_path`` is None for a command that loads the target alone; ``device`` is a
     concrete device (``auto`` already decided); ``total_token`` -1 measures on this device.
     ``tree_choices``: an EAGLE-1 static tree used instead of the dynamic one (then the three
-    sizes are unused); ``quantization``: load the target with bitsandbytes in 4 or 8 bits.
+    sizes are unused); ``quantization``: load the target with bitsandbytes in 4 or 8 bits;
+    ``lookup``: drafts from the context added to EAGLE's trees (None: off).
     """
 
     base_model_path: str = DEFAULT_TARGET
@@ -85,6 +87,7 @@ class ModelSpec:
     device: str = "cpu"
     tree_choices: TreePaths | None = None
     quantization: str | None = None
+    lookup: LookupSettings | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -93,7 +96,7 @@ class ModelSpec:
             raise ValueError("ModelSpec.device is a concrete device; resolve_device('auto') first")
         check_device(self.device)
         for flag, bound in TREE_FLAGS.items():
-            bound.check(flag, getattr(self, _dest(flag)))
+            bound.check(flag, getattr(self, flag_dest(flag)))
         if self.use_eagle3 not in (None, True, False):
             raise ValueError(f"use_eagle3 must be True, False or None, got {self.use_eagle3!r}")
         if self.quantization not in (None, *QUANTIZATIONS):
@@ -103,6 +106,10 @@ class ModelSpec:
             )
         if self.tree_choices is not None:
             checked_static_tree(self.tree_choices)  # raises naming --tree-choices
+        from eagle.model.lookup import LookupSettings
+
+        if self.lookup is not None and not isinstance(self.lookup, LookupSettings):
+            raise ValueError(f"lookup must be a LookupSettings or None, got {self.lookup!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -187,11 +194,13 @@ def add_model_flags(
     target_aliases: tuple[str, ...] = (),
     head_aliases: tuple[str, ...] = (),
     static_tree: bool = False,
+    lookup: bool = False,
 ) -> None:
     """Add the model flags: target, head and EAGLE variant (``head``), tree (``tree``), dtype
     (``dtype``) and device (``device``). ``*_aliases`` are older spellings a command keeps
     working (``--basepath``). ``static_tree``: also ``--tree-choices``, for a command that
-    passes ``ModelSpec.tree_choices`` on (the answer generation)."""
+    passes ``ModelSpec.tree_choices`` on (the answer generation). ``lookup``: also
+    ``--lookup``/``--no-lookup`` and the ``--lookup-*`` settings (``add_lookup_flags``)."""
     parser.add_argument(
         "--base-model-path", *target_aliases, dest="base_model_path", default=DEFAULT_TARGET,
         help=f"target: hub id, local folder or registered name (default: {DEFAULT_TARGET}, "
@@ -240,6 +249,8 @@ def add_model_flags(
             "eagle1_26, chain_N) or a list of top-k rank paths such as '[[0], [1], [0, 0]]' "
             "(default: the dynamic tree; not with --total-token/--depth/--top-k)",
         )  # fmt: skip
+    if lookup:
+        add_lookup_flags(parser)
     if dtype:
         parser.add_argument(
             "--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
@@ -250,6 +261,61 @@ def add_model_flags(
             "--device", default=DEFAULT_DEVICE,
             help="cpu, cuda, cuda:N, or auto: cuda when available, else cpu (default: auto)",
         )  # fmt: skip
+
+
+LOOKUP_FLAGS = {  # flag -> (LookupSettings field, help)
+    "--lookup-max-tokens": ("max_tokens", "most tokens one context continuation drafts"),
+    "--lookup-min-ngram": ("min_ngram", "shortest suffix that is matched in the context"),
+    "--lookup-max-ngram": ("max_ngram", "longest suffix that is matched (tried first)"),
+    "--lookup-matches": ("matches", "most distinct continuations added per step"),
+}
+
+
+def add_lookup_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--lookup``/``--no-lookup`` and the ``LookupSettings`` fields as ``--lookup-*`` flags
+    (``eagle.model.lookup``); read by ``model_spec`` into ``ModelSpec.lookup``."""
+    from eagle.model.lookup import LookupSettings
+
+    defaults = LookupSettings()
+    parser.add_argument(
+        "--lookup", action=argparse.BooleanOptionalAction, default=None,
+        help="add drafts from the context (n-gram matches of the prompt and the answer so far) "
+        "to the EAGLE tree (default: on where the head's tree.json says so; a --lookup-* flag "
+        "turns it on)",
+    )  # fmt: skip
+    for flag, (field, text) in LOOKUP_FLAGS.items():
+        parser.add_argument(
+            flag, type=int, default=None,
+            help=f"{text} (default: the head's tree.json, else {getattr(defaults, field)})",
+        )  # fmt: skip
+
+
+def lookup_spec(args: argparse.Namespace, head: str | None) -> LookupSettings | None:
+    """The lookup of parsed ``add_lookup_flags`` flags: ``--no-lookup`` off; ``--lookup`` or
+    any ``--lookup-*`` flag on, over the head's ``tree.json`` settings; neither: the head's
+    default. ValueError naming the flag for a bad value or ``--no-lookup`` with settings."""
+    from eagle.model.lookup import LookupSettings
+
+    if not hasattr(args, "lookup"):
+        return None
+    given = {
+        field: getattr(args, flag_dest(flag))
+        for flag, (field, _) in LOOKUP_FLAGS.items()
+        if getattr(args, flag_dest(flag)) is not None
+    }
+    if args.lookup is False:
+        if given:
+            raise ValueError("--no-lookup turns the lookup off; drop the --lookup-* flags")
+        return None
+    stored = shipped.lookup_settings(head) if head is not None else None
+    if args.lookup is None and not given and stored is None:
+        return None
+    fields_ = {**(stored or {}), **given}
+    try:
+        return LookupSettings(**fields_)
+    except ValueError as error:
+        flag = next((f for f, (name, _) in LOOKUP_FLAGS.items() if name in str(error)), "")
+        raise ValueError(f"{flag or '--lookup-*'}: {error}") from error
 
 
 def add_quantization_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -286,7 +352,7 @@ def add_placement_flags(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     for flag in PLACEMENT_FLAGS:
         kind: dict[str, Any] = {"action": "store_true"} if flag == "--load-in-8bit" else {}
         parser.add_argument(
-            flag, dest=_dest(flag), default=None, **kind,
+            flag, dest=flag_dest(flag), default=None, **kind,
             help="accepted from the original EAGLE's evaluation scripts and ignored",
         )  # fmt: skip
 
@@ -296,7 +362,7 @@ def ignored_placement_flags(args: argparse.Namespace) -> list[str]:
     return [
         f"{flag} is accepted for the original EAGLE's command lines and ignored: {reason}"
         for flag, reason in PLACEMENT_FLAGS.items()
-        if getattr(args, _dest(flag), None) not in (None, False)
+        if getattr(args, flag_dest(flag), None) not in (None, False)
     ]
 
 
@@ -357,6 +423,7 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
         device=device,
         tree_choices=paths,
         quantization=quantization,
+        lookup=lookup_spec(args, head),
     )
 
 
@@ -399,6 +466,7 @@ def load_ea_model(spec: ModelSpec) -> EaModel:
             tree_choices=None
             if spec.tree_choices is None
             else [list(p) for p in spec.tree_choices],
+            lookup=spec.lookup,
             **spec.tree,
             **spec.load_kwargs,
         )
@@ -428,5 +496,5 @@ def load_target(spec: ModelSpec) -> tuple[TargetModel, Any]:
     return target, tokenizer
 
 
-def _dest(flag: str) -> str:
+def flag_dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")

@@ -2,7 +2,9 @@
 
 A shipped head is a normal head folder (``config.json`` + ``model.safetensors``, plus a model
 card ``README.md``) under ``eagle/model/heads/``. An optional ``tree.json`` beside it holds the
-tree settings (``total_token``, ``depth``, ``top_k``) that were measured best for it on a CPU.
+tree settings (``total_token``, ``depth``, ``top_k``) that were measured best for it on a CPU,
+and, when drafts from the context paid in the measurements, a ``lookup`` object with the
+``LookupSettings`` fields (``eagle.model.lookup``) that are then on by default.
 """
 
 from __future__ import annotations
@@ -51,3 +53,16 @@ def head_and_tree(
     settings = tree_settings(head)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return head, settings
+
+
+def lookup_settings(head_path: str | Path) -> dict[str, int] | None:
+    """The context-lookup settings stored with a head (None: lookup is off by default)."""
+    settings_file = Path(head_path) / "tree.json"
+    if not settings_file.exists():
+        return None
+    raw = json.loads(settings_file.read_text()).get("lookup")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{settings_file}: 'lookup' must be an object of LookupSettings fields")
+    return {str(k): int(v) for k, v in raw.items()}

@@ -30,6 +30,7 @@ class TreeBuffers:
     depth: Tensor  # [T] long, root = 0
     max_depth: int  # an upper bound of depth, known without reading the tensor
     rank: Tensor | None = None  # [T] dynamic trees: score rank of each drafted node, root -1
+    from_context: Tensor | None = None  # [T] bool: nodes only a context lookup drafted
 
     @property
     def size(self) -> int:
@@ -94,6 +95,7 @@ def truncate_depth(tree: TreeBuffers, max_depth: int) -> TreeBuffers:
         tree.depth[keep],
         max_depth,
         None if tree.rank is None else tree.rank[keep],
+        None if tree.from_context is None else tree.from_context[keep],
     )
 
 
