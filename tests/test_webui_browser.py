@@ -21,7 +21,7 @@ import pytest
 from test_webui import MESSAGE, tiny_chat_model
 
 from eagle.application import webui
-from eagle.application.chat import HIGHLIGHT_CLASS
+from eagle.application.chat import CONTEXT_CLASS, HIGHLIGHT_CLASS
 from eagle.application.screenshot import (
     FIGURES_JS,
     browser_paths,
@@ -99,6 +99,12 @@ def test_chat_streams_an_answer_with_live_figures(page_url, browser, tmp_path):
     assert float(figures.split(" tokens per target step")[0].split()[-1]) > 1.5
     marks = browser.find_elements(By.CSS_SELECTOR, f"#eagle-chatbot mark.{HIGHLIGHT_CLASS}")
     assert marks, "no drafted tokens highlighted"
+    legend = browser.find_elements(By.CSS_SELECTOR, "#eagle-legend mark")
+    colours = {
+        m.get_attribute("class"): m.value_of_css_property("background-color") for m in legend
+    }
+    assert set(colours) == {HIGHLIGHT_CLASS, CONTEXT_CLASS}, colours
+    assert len(set(colours.values())) == 2, f"the two sources share a colour: {colours}"
     eagle_answer = seen[-1]
     shot = os.environ.get("EAGLE_WEBUI_SCREENSHOT") or str(tmp_path / "webui.png")
     assert browser.save_screenshot(shot)

@@ -8,6 +8,12 @@ a tiny random one); ``main(argv)`` parses the flags, loads the model and serves 
 ``--host``/``--port``, never shared unless ``--share`` is given. The chat logic lives in
 ``eagle.application.chat``; this module only lays out components and wires events.
 
+Beside the EAGLE switch, "Drafts from the context" adds the context lookup's continuations to
+the tree (``eagle.model.lookup``; on at first when the model has a default lookup, e.g. from
+``--lookup``); with EAGLE off it drafts alone. Highlighted answers mark text drafted by the head
+and text drafted from the context in two colours (``CSS``, light and dark theme), explained by a
+legend under the highlight switch.
+
 Conversation state is one list of ``Turn`` per browser session (a ``gr.State``), changed in
 place: a new message appends a pending turn (answer ``None``), and the answer event fills the
 first pending turn step by step. Regenerate replaces the last turn by a pending copy and Clear
@@ -31,6 +37,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from eagle.application.chat import (
+    CONTEXT_CLASS,
     HIGHLIGHT_CLASS,
     TEMPERATURE,
     SettingsError,
@@ -58,11 +65,14 @@ if TYPE_CHECKING:
 CSS = f"""
 mark.{HIGHLIGHT_CLASS} {{ background: #ffd08a; color: inherit; border-radius: 3px; padding: 0; }}
 .dark mark.{HIGHLIGHT_CLASS} {{ background: #8a5a00; }}
+mark.{CONTEXT_CLASS} {{ background: #a6d8ff; color: inherit; border-radius: 3px; padding: 0; }}
+.dark mark.{CONTEXT_CLASS} {{ background: #1f5c8c; }}
 #eagle-figures {{ min-height: 1.5em; }}
 """
 LEGEND = (
-    "Highlighted text was drafted by the head and accepted by the target; plain text is the "
-    "target's own token of each step."
+    f'<mark class="{HIGHLIGHT_CLASS}">drafted by the head</mark> and '
+    f'<mark class="{CONTEXT_CLASS}">drafted from the context</mark>, accepted by the target; '
+    "plain text is the target's own token of each step."
 )
 GENERATE_QUEUE = "eagle-generate"  # one model: answers run one at a time across sessions
 # The original's --model-type (its choices, default llama-3-instruct) as a --template name. It
@@ -116,10 +126,11 @@ def build_demo(
         max_length = getattr(model.target.config, "max_position_embeddings", None) or 2048
     chat = ChatHandlers(model, formatter, max_length, max_new_tokens_limit(max_new_tokens))
     with gr.Blocks(title=title) as demo:
-        ui = _layout(gr, f"## {title}\n{describe_model(model)}", max_new_tokens)
-        settings = [ui.use_eagle, ui.temperature, ui.top_p, ui.max_new]
-        answer_inputs = [ui.turns, ui.use_eagle, ui.highlight, ui.temperature, ui.top_p]
-        answer_inputs += [ui.max_new, ui.stop_flag]
+        header = f"## {title}\n{describe_model(model)}"
+        ui = _layout(gr, header, max_new_tokens, lookup=model.lookup is not None)
+        settings = [ui.use_eagle, ui.use_lookup, ui.temperature, ui.top_p, ui.max_new]
+        answer_inputs = [ui.turns, ui.use_eagle, ui.use_lookup, ui.highlight, ui.temperature]
+        answer_inputs += [ui.top_p, ui.max_new, ui.stop_flag]
         answer_outputs = [ui.chatbot, ui.figures]
         generate = dict(concurrency_id=GENERATE_QUEUE, concurrency_limit=1)
         for trigger in (ui.message.submit, ui.send.click):
@@ -151,8 +162,9 @@ class ChatHandlers:
         self.max_new_limit = max_new_limit
 
     def take(self, message: str, turns: list[Turn], highlight: bool, *settings: object):
-        """Append ``message`` as a pending turn; ``settings`` (EAGLE, temperature, top-p, max
-        new tokens, as the page sends them) are checked first, and bad ones take nothing."""
+        """Append ``message`` as a pending turn; ``settings`` (EAGLE, drafts from the context,
+        temperature, top-p, max new tokens, as the page sends them) are checked first, and bad
+        ones take nothing."""
         import gradio as gr
 
         if not isinstance(message, str):
@@ -162,7 +174,9 @@ class ChatHandlers:
             turns.append(Turn(message.strip(), answer=None))
         return "", chat_messages(turns, highlight)
 
-    def answer(self, turns, use_eagle, highlight, temperature, top_p, max_new, stop_flag):
+    def answer(
+        self, turns, use_eagle, use_lookup, highlight, temperature, top_p, max_new, stop_flag
+    ):
         """Answer the first pending turn, yielding (chat messages, figures) after each step.
 
         On any error the turn is removed and the conversation shown again before the error.
@@ -175,9 +189,8 @@ class ChatHandlers:
             return
         turn = turns[pending[0]]
         try:
-            settings = checked_settings(
-                use_eagle, temperature, top_p, max_new, self.max_new_limit, self.max_length
-            )
+            raw = (use_eagle, use_lookup, temperature, top_p, max_new)
+            settings = checked_settings(*raw, self.max_new_limit, self.max_length)
             updates = stream_answer(
                 self.model, self.formatter, turns[: pending[0] + 1], settings, stop_flag
             )
@@ -219,8 +232,10 @@ class ChatHandlers:
         if not settings:
             return
         try:
-            use_eagle, temperature, top_p, max_new = settings  # as the page sends them
-            checked_settings(use_eagle, temperature, top_p, max_new, limit=self.max_new_limit)
+            use_eagle, use_lookup, temperature, top_p, max_new = settings  # the page's order
+            checked_settings(
+                use_eagle, use_lookup, temperature, top_p, max_new, limit=self.max_new_limit
+            )
         except SettingsError as error:
             raise gr.Error(str(error)) from error
 
@@ -234,8 +249,9 @@ def failure_message(error: Exception) -> str:
     return f"the answer failed ({type(error).__name__}: {error}); the message was removed"
 
 
-def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
-    """Create the page's components inside the open Blocks; returns them by name."""
+def _layout(gr, header: str, max_new_tokens: int, lookup: bool = False) -> SimpleNamespace:
+    """Create the page's components inside the open Blocks; returns them by name. ``lookup``:
+    the initial state of the context switch."""
     ui = SimpleNamespace(turns=gr.State([]), stop_flag=gr.State(StopFlag()))
     gr.Markdown(header)
     with gr.Row():
@@ -257,11 +273,17 @@ def _layout(gr, header: str, max_new_tokens: int) -> SimpleNamespace:
                 ui.clear = gr.Button("Clear", elem_id="eagle-clear")
         with gr.Column(scale=1, min_width=220):
             ui.use_eagle = gr.Checkbox(
-                True, label="EAGLE (off: plain decoding)", elem_id="eagle-use-draft"
+                True, label="EAGLE (off: no drafts from the head)", elem_id="eagle-use-draft"
             )
+            ui.use_lookup = gr.Checkbox(
+                lookup, label="Drafts from the context", elem_id="eagle-use-lookup",
+                info="n-gram matches of the prompt and the answer so far join the draft tree; "
+                "with EAGLE off they draft alone",
+            )  # fmt: skip
             ui.highlight = gr.Checkbox(
-                True, label="Highlight drafted tokens", info=LEGEND, elem_id="eagle-highlight"
+                True, label="Highlight drafted tokens", elem_id="eagle-highlight"
             )
+            gr.HTML(LEGEND, elem_id="eagle-legend")
             ui.temperature = gr.Slider(
                 TEMPERATURE.low, TEMPERATURE.high, 0.0, step=0.05, label="Temperature (0 = greedy)"
             )
@@ -301,7 +323,7 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The web UI's flags (models, page and server); other commands add their own."""
     p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n")[0])
-    add_model_flags(p)
+    add_model_flags(p, lookup=True)
     p.add_argument(
         "--max-new-token", "--max-new-tokens", dest="max_new_token", type=int, default=512,
         help="the initial max-new-tokens setting of the page",
