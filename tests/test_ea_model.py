@@ -85,3 +85,33 @@ def test_total_token_auto_measures_and_reports(dirs, caplog):
     # a depth-3, top-3 tree has at most 1 + 3 + 3 * 9 = 31 nodes
     assert [row[0] for row in choice.rows] == [2, 3, 4, 6, 8, 12, 16, 24]
     assert choice.summary() in caplog.messages
+
+
+def test_hub_keywords_reach_the_tokenizer_and_the_head_download(dirs, monkeypatch):
+    """revision/token/cache_dir/trust_remote_code go to the tokenizer too; the head's hub
+    download gets the keywords that are not about the target's repository (not revision)."""
+    import huggingface_hub
+    from transformers import AutoTokenizer
+
+    seen: dict[str, dict] = {}
+    real_tokenizer = AutoTokenizer.from_pretrained
+
+    def tokenizer(path, **kwargs):
+        seen["tokenizer"] = kwargs
+        return real_tokenizer(path)
+
+    def download(repo_id, **kwargs):
+        seen["head"] = {"repo_id": repo_id, **kwargs}
+        return str(dirs / "head3")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", tokenizer)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    hub = {"revision": "main", "token": "hf_x", "cache_dir": str(dirs / "cache")}
+    EaModel.from_pretrained(
+        str(dirs / "target"), "someone/some-head", total_token=4, depth=2, top_k=2,
+        trust_remote_code=False, **hub,
+    )  # fmt: skip
+    assert seen["tokenizer"] == {**hub, "trust_remote_code": False}
+    assert seen["head"]["repo_id"] == "someone/some-head"
+    assert seen["head"]["token"] == "hf_x" and seen["head"]["cache_dir"] == hub["cache_dir"]
+    assert "revision" not in seen["head"] and "trust_remote_code" not in seen["head"]

@@ -8,6 +8,7 @@ accepted with a warning where it cannot apply, or refused with a message saying 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from eagle.model.target import translate_legacy_kwargs
 ORIGINAL_SCRIPTS = [
     f"gen_{kind}_answer_{model}"
     for kind, models in (
-        ("ea", ("vicuna", "llama2chat", "llama3chat", "mix", "qwen3")),
+        ("ea", ("vicuna", "llama2chat", "llama3chat", "mix", "qwen3", "ds")),
         ("baseline", ("vicuna", "llama2chat", "llama3chat", "mix")),
     )
     for model in models
@@ -216,6 +217,54 @@ def test_readme_headline_command_runs(tiny, tmp_path, capsys) -> None:
     assert "--num-gpus-total is accepted for the original EAGLE's command lines and ignored" in err
 
 
+def test_the_scripts_keep_the_originals_system_prompt_and_tree_defaults(tiny, tmp_path) -> None:
+    target, eagle3, _ = tiny  # a head without tree.json: the script's own tree applies
+    settings = read_answers(_run("gen_ea_answer_llama3chat", target, eagle3, tmp_path))[1].settings
+    assert settings["system_prompt"] == gen_answer.LLAMA_CHAT_SYSTEM_PROMPT
+    assert settings["system_prompt"].startswith("You are a helpful, respectful and honest")
+    assert settings["tree"] == {"total_token": 60, "depth": 5, "top_k": 10}
+    flags = ["--system-prompt", "", "--depth", "3"]
+    other = tmp_path / "other"
+    other.mkdir()
+    settings = read_answers(_run("gen_ea_answer_llama3chat", target, eagle3, other, *flags))[1]
+    assert settings.settings["system_prompt"] is None
+    assert settings.settings["tree"] == {"total_token": 60, "depth": 3, "top_k": 10}
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    settings = read_answers(_run("gen_ea_answer_qwen3", target, eagle3, qwen))[1].settings
+    assert settings["tree"] == {"total_token": 32, "depth": 8, "top_k": 4}
+    assert settings["system_prompt"] is None
+    assert set(gen_answer.SCRIPTS) >= set(ORIGINAL_SCRIPTS)
+
+
+def test_the_system_prompt_opens_every_conversation() -> None:
+    from eagle.benchmarks import Question
+    from eagle.evaluation.methods import Generation
+    from eagle.evaluation.runner import RunConfig, answer_choice
+    from eagle.model.generate import GenerationConfig
+
+    seen = []
+
+    class Chat:
+        def prompt_ids(self, messages):
+            seen.append([m["role"] for m in messages])
+            return [1, 2]
+
+        def answer_text(self, tokens):
+            return "ok"
+
+    class Method:
+        device = torch.device("cpu")
+
+        def generate(self, prompt, config):
+            return Generation([3], 1)
+
+    question = Question(question_id=1, category="c", turns=("a", "b"))
+    run = RunConfig(GenerationConfig(max_new_tokens=2), system_prompt="be brief")
+    answer_choice(question, Method(), Chat(), run, 0)
+    assert seen == [["system", "user"], ["system", "user", "assistant", "user"]]
+
+
 def test_eagle1_static_tree_command_is_lossless(tiny, tmp_path) -> None:
     target, _, eagle1 = tiny
     tree = "[[0], [1], [0, 0], [0, 1], [0, 0, 0]]"
@@ -241,3 +290,90 @@ def test_the_original_attributes_and_forward(tiny) -> None:
     assert torch.allclose(logits, model.base_model(ids).logits, atol=1e-5)
     assert len(model(ids)) == 2
     assert EaModel.from_pretrained(str(target), str(eagle1)).use_eagle3 is False
+
+
+# -- the table: every public name, argument and flag of the original, and how it is taken -------
+# Sources (SafeAILab/EAGLE): eagle/model/ea_model.py (from_pretrained, eagenerate & co.),
+# eagle/application/webui.py @1fd3021, eagle/evaluation/gen_ea_answer_llama3chat.py @12c417d,
+# gen_ea_answer_vicuna.py @f2f2366, gen_ea_answer_qwen3.py @3e056a4, eagle/train/main.py @13f30d3.
+# "same": accepted with the same meaning; "ignored": accepted and reported as doing nothing.
+MODEL_API = {
+    "from_pretrained": ["base_model_path", "ea_model_path", "use_eagle3", "total_token", "depth",
+                        "top_k", "threshold", "torch_dtype", "low_cpu_mem_usage", "device_map",
+                        "load_in_4bit", "load_in_8bit"],
+    "eagenerate": ["input_ids", "temperature", "top_p", "top_k", "max_new_tokens", "max_length",
+                   "log", "is_llama3"],
+    "naivegenerate": ["input_ids", "temperature", "top_p", "top_k", "max_new_tokens",
+                      "max_length", "log", "is_llama3"],
+    "ea_generate": ["input_ids", "temperature", "top_p", "top_k", "max_new_tokens", "max_length",
+                    "log", "is_llama3"],
+    "naive_generate": ["input_ids", "temperature", "top_p", "top_k", "max_new_tokens",
+                       "max_length", "log", "is_llama3"],
+}  # fmt: skip
+MODEL_ATTRIBUTES = ["base_model", "ea_layer", "tokenizer", "get_tokenizer", "config", "hidden_size",
+                    "vocab_size", "base_model_name_or_path", "use_eagle3", "forward"]  # fmt: skip
+EVALUATION_FLAGS = {  # flag -> (value or None for a switch, "same" | "ignored")
+    "--ea-model-path": ("H", "same"), "--base-model-path": ("M", "same"),
+    "--load-in-8bit": (None, "ignored"), "--model-id": ("run", "same"),
+    "--bench-name": ("mt_bench", "same"), "--question-begin": ("0", "same"),
+    "--question-end": ("2", "same"), "--answer-file": ("a.jsonl", "same"),
+    "--max-new-token": ("8", "same"), "--total-token": ("60", "same"), "--depth": ("5", "same"),
+    "--top-k": ("10", "same"), "--num-choices": ("1", "same"),
+    "--num-gpus-per-model": ("1", "ignored"), "--num-gpus-total": ("1", "ignored"),
+    "--max-gpu-memory": ("20GiB", "ignored"), "--temperature": ("0.5", "same"),
+    "--use_eagle3": (None, "same"), "--use-eagle3": (None, "same"),
+}  # fmt: skip
+WEBUI_FLAGS = {"--ea-model-path": "H", "--base-model-path": "M", "--no-eagle3": None,
+               "--model-type": "vicuna", "--total-token": "60", "--max-new-token": "512"}  # fmt: skip
+TRAIN_FLAGS = {"--basepath": "M", "--configpath": "c.json", "--lr": "3e-5", "--bs": "4",
+               "--gradient-accumulation-steps": "1", "--tmpdir": "d", "--cpdir": "o"}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(MODEL_API))
+def test_table_every_original_keyword_is_taken(method: str) -> None:
+    signature = inspect.signature(getattr(EaModel, method))
+    takes_rest = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for name in MODEL_API[method]:
+        # named here, or passed on through **kwargs (from_pretrained's go to the target's loader,
+        # translated by translate_legacy_kwargs; the generate methods forward to generate_steps)
+        assert name in signature.parameters or takes_rest, f"{method}({name}=...)"
+    if method != "from_pretrained":  # what a generate method does not name, it forwards
+        forwarded = inspect.signature(EaModel.generate_steps).parameters
+        for name in MODEL_API[method]:
+            assert name in signature.parameters or name in forwarded or name in ("is_llama3", "log")
+
+
+def test_table_every_original_attribute_exists(tiny) -> None:
+    target, eagle3, _ = tiny
+    model = EaModel.from_pretrained(
+        base_model_path=str(target), ea_model_path=str(eagle3), torch_dtype=torch.float32,
+        low_cpu_mem_usage=True, load_in_4bit=False, load_in_8bit=False, threshold=1.0,
+    )  # fmt: skip
+    for name in MODEL_ATTRIBUTES:
+        assert getattr(model, name) is not None, name
+
+
+@pytest.mark.parametrize("flag", sorted(EVALUATION_FLAGS))
+def test_table_every_original_evaluation_flag(flag: str) -> None:
+    value, meaning = EVALUATION_FLAGS[flag]
+    args = gen_answer.build_parser().parse_args([flag] if value is None else [flag, value])
+    ignored = " ".join(ignored_placement_flags(args))
+    assert (flag in ignored) == (meaning == "ignored")
+    if meaning == "same" and value is not None:
+        dest = flag.lstrip("-").replace("-", "_")
+        assert str(getattr(args, dest)) == value
+
+
+@pytest.mark.parametrize("flag", sorted(WEBUI_FLAGS))
+def test_table_every_original_webui_flag(flag: str) -> None:
+    value = WEBUI_FLAGS[flag]
+    webui.build_parser().parse_args([flag] if value is None else [flag, value])
+
+
+def test_table_every_original_training_flag() -> None:
+    from eagle.train import main as train_main
+
+    argv = [item for flag, value in TRAIN_FLAGS.items() for item in (flag, value)]
+    args = train_main.parse_args(argv)
+    assert (args.base_model_path, args.configpath, args.lr, args.bs) == ("M", "c.json", 3e-5, 4)
+    assert (args.tmpdir, args.cpdir, args.gradient_accumulation_steps) == ("d", "o", 1)

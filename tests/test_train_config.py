@@ -120,3 +120,31 @@ def test_llama3_rope_scaling_is_carried_and_unknown_scaling_falls_back():
     yarn = _target_config(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0})
     plain = build_head_config(config_from_dict({"variant": "eagle3"}), yarn, 100, None, None)
     assert plain.rope_scaling is None
+
+
+def test_an_original_head_config_is_recognised_and_translated(tmp_path):
+    """The original EAGLE trained from a transformers model config of the head (e.g.
+    vicuna_7B_config.json); it is refused with the equivalent training config, which loads."""
+    from eagle.train.config import from_original_head_config, load_config
+
+    original = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+        "intermediate_size": 11008, "num_attention_heads": 32, "num_hidden_layers": 1,
+        "num_key_value_heads": 32, "rms_norm_eps": 1e-06, "vocab_size": 32000,
+        "max_position_embeddings": 2048, "torch_dtype": "float16",
+    }  # fmt: skip
+    path = tmp_path / "vicuna_7B_config.json"
+    path.write_text(json.dumps(original))
+    with pytest.raises(ConfigError, match="head architecture config of the original EAGLE"):
+        load_config(path)
+    translated = from_original_head_config(original)
+    assert translated["variant"] == "eagle1"
+    assert (
+        translated["head"]["hidden_size"] == 4096 and translated["head"]["num_hidden_layers"] == 1
+    )
+    (tmp_path / "new.json").write_text(json.dumps(translated))
+    assert load_config(tmp_path / "new.json").head.intermediate_size == 11008
+    eagle3 = from_original_head_config({**original, "draft_vocab_size": 32000})
+    assert eagle3["variant"] == "eagle3" and eagle3["head"]["draft_vocab_size"] == 32000
+    (tmp_path / "new3.json").write_text(json.dumps(eagle3))
+    assert load_config(tmp_path / "new3.json").variant == "eagle3"

@@ -47,6 +47,7 @@ SHARED_SETTINGS = (
     "max_turns",
     "num_choices",
     "seed",
+    "system_prompt",
 )
 RecordedSettings = dict[str, Any]  # an answer line's "settings" object
 

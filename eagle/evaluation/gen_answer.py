@@ -1,7 +1,9 @@
 """Answer generation for speed evaluation: one implementation behind every entry point.
 
-``gen_ea_answer`` and ``gen_baseline_answer`` (and the per-model aliases) are this command line
-with another default ``--method``; the loop itself is ``eagle.evaluation.runner``. Several
+``gen_ea_answer`` and ``gen_baseline_answer`` (and the per-model aliases, the original's script
+names) are this command line with the defaults of one row of ``SCRIPTS``: the method, the chat
+template, the system prompt and the tree the original's script of that name used (read from
+its source, cited per row); the loop itself is ``eagle.evaluation.runner``. Several
 ``--method`` values load the models once and run interleaved, each into its own answer file.
 Every answer line records the run's settings (``run_settings`` and the method's own), so a
 file is resumed only with the same flags. Flag errors (every number finite and in range,
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -82,14 +87,102 @@ DESCRIPTION = (
 )
 
 
-def main(argv: list[str] | None = None, method: str = "eagle", template: str | None = None) -> None:
+# The system prompt of the original's Llama chat scripts (SafeAILab/EAGLE
+# eagle/evaluation/gen_ea_answer_llama3chat.py @12c417d and gen_ea_answer_llama2chat.py
+# @08dc06c set it as the conversation's system message): Llama 2's published default.
+LLAMA_CHAT_SYSTEM_PROMPT = (
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, "
+    "while being safe.  Your answers should not include any harmful, unethical, racist, sexist, "
+    "toxic, dangerous, or illegal content. Please ensure that your responses are socially "
+    "unbiased and positive in nature.\n\nIf a question does not make any sense, or is not "
+    "factually coherent, explain why instead of answering something not correct. If you don't "
+    "know the answer to a question, please don't share false information."
+)
+# The original scripts' tree flags (--total-token/--depth/--top-k defaults), where read.
+_TREE_60_5_10 = {"total_token": 60, "depth": 5, "top_k": 10}
+
+
+@dataclass(frozen=True)
+class Script:
+    """The defaults of one entry point: what the original's script of that name did.
+
+    ``tree`` lies over the library's default tree and under the head's ``tree.json`` and the
+    flags; ``source`` says where the defaults were read (empty: this library's own names).
+    """
+
+    method: str = "eagle"
+    template: str | None = None
+    system_prompt: str | None = None
+    tree: Mapping[str, int] | None = None
+    source: str = ""
+
+
+SCRIPTS: dict[str, Script] = {
+    "gen_ea_answer": Script(),
+    "gen_baseline_answer": Script(method="baseline"),
+    "gen_ea_answer_vicuna": Script(
+        template="vicuna_v1.1", tree=_TREE_60_5_10, source="gen_ea_answer_vicuna.py @f2f2366"
+    ),
+    "gen_baseline_answer_vicuna": Script(
+        method="baseline", template="vicuna_v1.1", source="gen_baseline_answer_vicuna.py"
+    ),
+    "gen_ea_answer_llama3chat": Script(
+        system_prompt=LLAMA_CHAT_SYSTEM_PROMPT,
+        tree=_TREE_60_5_10,
+        source="gen_ea_answer_llama3chat.py @12c417d",
+    ),
+    "gen_baseline_answer_llama3chat": Script(
+        method="baseline",
+        system_prompt=LLAMA_CHAT_SYSTEM_PROMPT,
+        source="gen_baseline_answer_llama3chat.py",
+    ),
+    "gen_ea_answer_llama2chat": Script(
+        system_prompt=LLAMA_CHAT_SYSTEM_PROMPT, source="gen_ea_answer_llama2chat.py @08dc06c"
+    ),
+    "gen_baseline_answer_llama2chat": Script(
+        method="baseline",
+        system_prompt=LLAMA_CHAT_SYSTEM_PROMPT,
+        source="gen_baseline_answer_llama2chat.py @08dc06c",
+    ),
+    "gen_ea_answer_qwen3": Script(
+        tree={"total_token": 32, "depth": 8, "top_k": 4}, source="gen_ea_answer_qwen3.py @3e056a4"
+    ),
+    "gen_ea_answer_mix": Script(source="gen_ea_answer_mix.py"),
+    "gen_baseline_answer_mix": Script(method="baseline", source="gen_baseline_answer_mix.py"),
+    "gen_ea_answer_ds": Script(source="gen_ea_answer_ds.py @d2134c1"),
+}
+
+
+class EntryPoint(Protocol):
+    def __call__(self, argv: list[str] | None = None) -> None: ...
+
+
+def script_main(name: str) -> EntryPoint:
+    """The ``main`` of the entry point ``eagle.evaluation.NAME``, with its ``SCRIPTS`` row."""
+    script = SCRIPTS[name]
+
+    def entry(argv: list[str] | None = None) -> None:
+        main(argv, script.method, script.template, script.system_prompt, script.tree)
+
+    entry.__doc__ = f"Answer-file generation with the defaults of {name} ({script})."
+    return entry
+
+
+def main(
+    argv: list[str] | None = None,
+    method: str = "eagle",
+    template: str | None = None,
+    system_prompt: str | None = None,
+    tree_defaults: Mapping[str, int] | None = None,
+) -> None:
     """Parse ``argv``, load the models once and write the answer files."""
-    parser = build_parser(method, template)
+    parser = build_parser(method, template, system_prompt)
     args = parser.parse_args(argv)
     names = args.method or [method]
     try:
         run = run_config(args)
-        models = model_spec(args, need_head=bool(set(names) & set(EA_METHODS)))
+        need_head = bool(set(names) & set(EA_METHODS))
+        models = model_spec(args, need_head=need_head, tree_defaults=tree_defaults)
         check_methods(names, models)
         check_template_name(args.template)
         paths = answer_files(args, names)
@@ -116,11 +209,20 @@ def main(argv: list[str] | None = None, method: str = "eagle", template: str | N
     print(f"{written} answers written")
 
 
-def build_parser(method: str = "eagle", template: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    method: str = "eagle", template: str | None = None, system_prompt: str | None = None
+) -> argparse.ArgumentParser:
     """The command line shared by every answer-generation entry point."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     _add_model_flags(parser.add_argument_group("models"), method)
     _add_question_flags(parser.add_argument_group("questions and answers"), template)
+    parser.add_argument(
+        "--system-prompt",
+        default=system_prompt,
+        help="system message opening every conversation; '' for none (default: "
+        + ("the original script's Llama chat system prompt" if system_prompt else "none")
+        + ")",
+    )
     _add_generation_flags(parser.add_argument_group("generation"))
     add_placement_flags(parser.add_argument_group("the original EAGLE's GPU placement (ignored)"))
     return parser
@@ -186,7 +288,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     check_values(args, FLAG_BOUNDS)
     sampling = SamplingParams(args.temperature, args.top_p)
     settings = GenerationConfig(sampling, args.max_new_token, args.max_length)
-    return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns)
+    system = args.system_prompt or None
+    return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns, system)
 
 
 def run_settings(args: argparse.Namespace, models: ModelSpec) -> RecordedSettings:
@@ -207,6 +310,7 @@ def run_settings(args: argparse.Namespace, models: ModelSpec) -> RecordedSetting
         "max_turns": args.max_turns,
         "num_choices": args.num_choices,
         "seed": args.seed,
+        "system_prompt": args.system_prompt or None,
     }
 
 

@@ -1,17 +1,14 @@
 """`python -m eagle.evaluation.gen_baseline_answer_llama3chat`: alias for Llama-3 chat models.
 
-Same flags as ``eagle.evaluation.gen_answer`` (see its docstring); ``--help`` lists them.
+The defaults of this entry point (method, chat template, system prompt, tree) are its row of
+``eagle.evaluation.gen_answer.SCRIPTS``; the flags are ``gen_answer``'s (``--help`` lists them).
 """
 
 from __future__ import annotations
 
-from eagle.evaluation import gen_answer
+from eagle.evaluation.gen_answer import script_main
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Answer-file generation with ``--method baseline`` and the tokenizer's chat template."""
-    gen_answer.main(argv, method="baseline")
-
+main = script_main("gen_baseline_answer_llama3chat")
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,14 @@
 """`python -m eagle.evaluation.gen_ea_answer_qwen3`: alias for Qwen3 models.
 
-The original's script of this name (SafeAILab/EAGLE eagle/evaluation/gen_ea_answer_qwen3.py @3e056a4) is kept as a name; the prompt is the tokenizer's
-own chat template (``--template auto``). Same flags as ``eagle.evaluation.gen_answer`` (see its
-docstring); ``--help`` lists them.
+The defaults of this entry point (method, chat template, system prompt, tree) are its row of
+``eagle.evaluation.gen_answer.SCRIPTS``; the flags are ``gen_answer``'s (``--help`` lists them).
 """
 
 from __future__ import annotations
 
-from eagle.evaluation import gen_answer
+from eagle.evaluation.gen_answer import script_main
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Answer-file generation with ``--method eagle`` and the tokenizer's chat template."""
-    gen_answer.main(argv, method="eagle")
-
+main = script_main("gen_ea_answer_qwen3")
 
 if __name__ == "__main__":
     main()

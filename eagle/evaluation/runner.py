@@ -44,6 +44,11 @@ class RunConfig:
     seed: int = 0
     warmup: int = 3
     max_turns: int | None = None  # ask only the first N turns of each question (None: all)
+    system_prompt: str | None = None  # a system message opening every conversation (None: none)
+
+    def opening(self) -> list[Message]:
+        """The messages every conversation starts with: the system prompt, if any."""
+        return [] if not self.system_prompt else [{"role": "system", "content": self.system_prompt}]
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def generate_answers(
 
 def warm_up(jobs: dict[str, Job], chat: ChatFormatter, run: RunConfig) -> None:
     """Run ``run.warmup`` short untimed generations per method."""
-    prompt = chat.prompt_ids([{"role": "user", "content": WARMUP_PROMPT}])
+    prompt = chat.prompt_ids([*run.opening(), {"role": "user", "content": WARMUP_PROMPT}])
     max_new = min(run.settings.max_new_tokens, WARMUP_MAX_NEW_TOKENS)
     settings = dataclasses.replace(run.settings, max_new_tokens=max_new)
     for name, job in jobs.items():
@@ -99,7 +104,7 @@ def answer_choice(
 ) -> Choice:
     """Ask all turns of ``question`` in one conversation; seeded by ``run.seed + index``."""
     torch.manual_seed(run.seed + index)
-    messages: list[Message] = []
+    messages: list[Message] = run.opening()
     texts, steps, tokens, seconds = [], [], [], []
     for turn in question.turns[: run.max_turns]:
         messages.append({"role": "user", "content": turn})

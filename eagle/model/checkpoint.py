@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,14 @@ class HeadCheckpointError(ValueError):
     """A head directory that does not match a published format."""
 
 
-def resolve_head_dir(path: str | os.PathLike) -> Path:
-    """A local directory, or a hub repository id downloaded to the local cache."""
+# Keywords of from_pretrained that say how to reach the hub; the head's download takes these
+# (not revision, which names a commit of the target's repository, nor trust_remote_code).
+HEAD_HUB_KWARGS = ("token", "cache_dir", "local_files_only", "force_download", "proxies")
+
+
+def resolve_head_dir(path: str | os.PathLike, hub: Mapping[str, Any] | None = None) -> Path:
+    """A local directory, or a hub repository id downloaded to the local cache; ``hub`` holds
+    ``HEAD_HUB_KWARGS`` for the download (a token, a cache folder, offline mode)."""
     local = Path(path)
     if local.is_dir():
         return local
@@ -94,7 +101,11 @@ def resolve_head_dir(path: str | os.PathLike) -> Path:
 
     try:
         return Path(
-            snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin"])
+            snapshot_download(
+                str(path),
+                allow_patterns=["*.json", "*.safetensors", "*.bin"],
+                **{k: v for k, v in (hub or {}).items() if k in HEAD_HUB_KWARGS},
+            )
         )
     except Exception as err:
         raise HeadCheckpointError(
@@ -402,15 +413,17 @@ def load_head(
     use_eagle3: bool | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    hub: Mapping[str, Any] | None = None,
 ) -> DraftHead:
     """Load a head directory strictly; ``use_eagle3`` (if given) must match the detected variant.
+    ``hub``: download keywords for a hub id (``HEAD_HUB_KWARGS``; others are ignored).
 
     Every check runs before any weight is used: config fields, key names and shapes, dtypes,
     finiteness, the EAGLE-3 vocabulary maps, and the fit to the target's vocabulary and width.
     """
     if use_eagle3 is not None and not isinstance(use_eagle3, bool):
         raise ValueError(f"use_eagle3 must be True, False or None, got {use_eagle3!r}")
-    directory = resolve_head_dir(path)
+    directory = resolve_head_dir(path, hub)
     config_path = directory / CONFIG_FILE
     if not config_path.exists():
         raise HeadCheckpointError(f"no {CONFIG_FILE} in {directory}")

@@ -57,6 +57,16 @@ if TYPE_CHECKING:
 _LEGACY_DEFAULTS = (0.0, 0.0, 0.0, 512, 2048)  # generate_steps' keyword defaults
 TOTAL_TOKEN = Bound(1, integer=True, special=(-1,))  # -1: measure on this device
 THRESHOLD = Bound()  # accepted for compatibility, unused: any finite number
+# from_pretrained keywords about the target's hub repository that its tokenizer needs too
+TOKENIZER_HUB_KWARGS = (
+    "revision",
+    "token",
+    "cache_dir",
+    "trust_remote_code",
+    "local_files_only",
+    "force_download",
+    "proxies",
+)
 
 
 class EaModel(nn.Module):
@@ -111,6 +121,10 @@ class EaModel(nn.Module):
         ``load_in_4bit``/``load_in_8bit`` and ``torch_dtype`` are translated for transformers 5
         (``target.translate_legacy_kwargs``). The original's first positional parameter is
         ``use_eagle3``; a bool in ``base_model_path``'s place is refused with the keyword form.
+        The hub keywords among ``kwargs`` (``revision``, ``token``, ``cache_dir``,
+        ``trust_remote_code``, ``local_files_only``, ...: ``TOKENIZER_HUB_KWARGS``) reach the
+        tokenizer as well as the target, and those that are not about the target's repository
+        (``checkpoint.HEAD_HUB_KWARGS``: not ``revision``) the head's download.
         ``lookup`` (``LookupSettings``, True for its defaults) adds drafts from the context to
         every EAGLE tree by default (``eagle.model.lookup``); a call's ``lookup=`` overrides it.
         """
@@ -137,9 +151,12 @@ class EaModel(nn.Module):
         base_model_path = resolve_model_path(base_model_path)  # registered names -> local dir
         target = TargetModel.from_pretrained(base_model_path, **kwargs)
         parts = TargetParts(target.embed_tokens, target.lm_head)
-        head = load_head(ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device)
+        hub = {k: kwargs[k] for k in TOKENIZER_HUB_KWARGS if k in kwargs}
+        head = load_head(
+            ea_model_path, parts, use_eagle3, dtype=target.dtype, device=target.device, hub=hub
+        )
         check_tree_fits_head(tree, head)  # before the tokenizer and the autotune measurements
-        tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+        tokenizer = AutoTokenizer.from_pretrained(base_model_path, **hub)
         model = cls(target, head, tokenizer, tree, lookup=lookup)
         if auto:
             from eagle.model.autotune import choose_total_token

@@ -220,9 +220,46 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    if isinstance(data, dict) and "variant" not in data and is_original_head_config(data):
+        suggestion = json.dumps(from_original_head_config(data), indent=1)
+        raise ConfigError(
+            f"{where} is a head architecture config of the original EAGLE's training (a "
+            "transformers model config such as vicuna_7B_config.json). eagle.train.main takes a "
+            "training config instead: 'variant' (eagle1 or eagle3), 'head' (architecture; "
+            "absent sizes come from the target) and 'train' (hyperparameters; see "
+            "eagle/train/configs/*_generic.json). The same head as a training config, with the "
+            f"generic defaults for training:\n{suggestion}"
+        )
     if "variant" not in data:
         raise ConfigError(f"{where}: the key 'variant' ({' or '.join(VARIANTS)}) is required")
     return _build(TrainConfig, data, where)
+
+
+# keys of a transformers model config that mean the same in ``HeadSettings``
+_ORIGINAL_HEAD_KEYS = (
+    "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "rms_norm_eps", "hidden_act", "max_position_embeddings", "rope_theta", "draft_vocab_size",
+)  # fmt: skip
+
+
+def is_original_head_config(data: dict[str, Any]) -> bool:
+    """Whether ``data`` is a transformers model config, as the original EAGLE's training read
+    for the head's architecture (``architectures``/``model_type`` with the sizes)."""
+    return ("architectures" in data or "model_type" in data) and "hidden_size" in data
+
+
+def from_original_head_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A training config for the head that an original EAGLE head config describes: EAGLE-3
+    when it has ``draft_vocab_size`` (the original's EAGLE-3 configs do), else EAGLE-1 (with
+    its layer count); the training section is the generic config's of that variant."""
+    variant = "eagle3" if "draft_vocab_size" in data else "eagle1"
+    head = {k: data[k] for k in _ORIGINAL_HEAD_KEYS if data.get(k) is not None}
+    if variant == "eagle1" and "num_hidden_layers" in data:
+        head["num_hidden_layers"] = data["num_hidden_layers"]
+    generic = json.loads(
+        (Path(__file__).parent / "configs" / f"{variant}_generic.json").read_text()
+    )
+    return {"variant": variant, "head": head, "train": generic["train"]}
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
