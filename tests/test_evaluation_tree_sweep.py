@@ -26,13 +26,17 @@ def test_sweep_measures_every_setting_and_plain_twice(tmp_path, capsys, one_thre
             "--base-model-path", str(tmp_path / "target"), "--ea-model-path", str(tmp_path / "head"),
             "--bench-name", str(questions), "--questions", "2", "--max-new-token", "6",
             "--total-token", "4,6", "--depth", "2", "--top-k", "2", "--dtype", "float32",
+            "--lookup-tokens", "0,3", "--lookup-min-ngram", "1",
         ]
     )  # fmt: skip
     labels = [r.label for r in rows]
     assert labels == [
         "plain (first)",
+        "lookup alone, lookup_tokens=3",
         "total_token=4 depth=2 top_k=2",
+        "total_token=4 depth=2 top_k=2 lookup_tokens=3",
         "total_token=6 depth=2 top_k=2",
+        "total_token=6 depth=2 top_k=2 lookup_tokens=3",
         "plain (last)",
     ]
     assert all(r.tokens == 12 for r in rows)  # 2 questions x 6 tokens (no EOS in a tiny model)
@@ -40,8 +44,31 @@ def test_sweep_measures_every_setting_and_plain_twice(tmp_path, capsys, one_thre
     assert "speedup" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--depth", "0"), ("--top-k", "a,b")])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--depth", "0"), ("--top-k", "a,b"), ("--lookup-tokens", "-1"), ("--lookup-min-ngram", "0")],
+)
 def test_bad_grid_values_name_the_flag(flag, value, capsys):
     with pytest.raises(SystemExit):
         tree_sweep.main([flag, value])
     assert flag in capsys.readouterr().err
+
+
+def test_step_profile_times_eagle_with_the_lookup_beside_eagle(tmp_path, capsys, one_thread):
+    from eagle.evaluation import profile_steps
+
+    model = make_model("llama")
+    model.save_pretrained(tmp_path / "target")
+    _save_tokenizer(tmp_path / "target")
+    save_head(random_head(TargetModel(model), "eagle3"), tmp_path / "head")
+    profile_steps.main(
+        [
+            "--base-model-path", str(tmp_path / "target"), "--ea-model-path", str(tmp_path / "head"),
+            "--dtype", "float32", "--total-token", "4", "--depth", "2", "--top-k", "2",
+            "--prompt-tokens", "12", "--new-tokens", "8", "--repeats", "2", "--lookup",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "naivegenerate:" in out and "eagenerate:" in out
+    assert "eagenerate + lookup" in out and "x plain EAGLE's" in out
+    assert "us per step" in out

@@ -12,11 +12,19 @@ The models come from the flags every command shares
 (``eagle.model.loading``). ``--random-target`` builds a random Llama target (hidden 768,
 12 layers, vocab 32000) and a random EAGLE-1 head instead, so acceptance is near zero: the
 split, not the speedup, is what it measures.
+
+With ``--lookup`` (or any ``--lookup-*`` flag) a third method is timed in the same rounds:
+EAGLE with drafts from the context (``eagle.model.lookup``). The random prompt makes a match
+unlikely, so its speed against plain EAGLE is the cost of the switched-on lookup when nothing
+matches; the lookup's own work per step (index update, matching, merge into the tree) is then
+timed alone by replaying the same tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import time
 
 import torch
 
@@ -25,7 +33,7 @@ from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_flags(p)
+    add_model_flags(p, lookup=True)
     p.add_argument(
         "--random-target",
         action="store_true",
@@ -81,14 +89,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     for use_draft in (False, True):  # warm-up
         list(model.generate_steps(prompt, use_draft=use_draft, max_new_tokens=8))
-    naive, eagle = SectionTimer(), SectionTimer()
+    naive, eagle, both = SectionTimer(), SectionTimer(), SectionTimer()
     naive_steps = eagle_steps = eagle_tokens = 0
+    lookup_steps: list = []
+    off = dataclasses.replace(run, lookup=False)
     for _ in range(args.repeats):  # interleaved, same process
-        steps = list(model.generate_steps(prompt, use_draft=False, timer=naive, config=run))
+        steps = list(model.generate_steps(prompt, use_draft=False, timer=naive, config=off))
         naive_steps += len(steps) - 1
-        steps = list(model.generate_steps(prompt, use_draft=True, timer=eagle, config=run))
+        steps = list(model.generate_steps(prompt, use_draft=True, timer=eagle, config=off))
         eagle_steps += len(steps) - 1
         eagle_tokens += steps[-1].new_tokens - 1
+        if spec.lookup is not None:
+            on = dataclasses.replace(run, lookup=spec.lookup)
+            lookup_steps = list(model.generate_steps(prompt, use_draft=True, timer=both, config=on))
     print(f"tree: {model.tree}")
     naive_seconds = sum(naive.seconds.values()) - naive.seconds["prefill"]
     print(f"naivegenerate: {1e3 * naive_seconds / naive_steps:.2f} ms per decode step")
@@ -102,6 +115,40 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("draft", "verify", "other"):
         share = parts.get(name, 0.0)
         print(f"  {name:6s} {1e3 * share / eagle_steps:8.2f} ms  {100 * share / total:5.1f}%")
+    if spec.lookup is not None:
+        report_lookup(spec.lookup, both, lookup_steps, args.repeats, total / eagle_steps)
+
+
+def report_lookup(settings, timer, steps: list, repeats: int, eagle_iteration: float) -> None:
+    """EAGLE + lookup against EAGLE (per iteration), and the lookup's own cost per step."""
+    from eagle.model.lookup import ContextIndex, merge_chains
+    from eagle.model.tree import build_tree
+
+    iterations = repeats * (len(steps) - 1)
+    seconds = sum(v for k, v in timer.seconds.items() if k != "prefill")
+    accepted = sum(int(s.accepted_from_context.sum()) for s in steps[1:]
+                   if s.accepted_from_context is not None)  # fmt: skip
+    print(
+        f"eagenerate + lookup ({settings}): {1e3 * seconds / iterations:.2f} ms per iteration, "
+        f"{(steps[-1].new_tokens - 1) / (len(steps) - 1):.2f} tokens per iteration, "
+        f"{accepted} tokens accepted from the context in the last run; "
+        f"iteration time {seconds / iterations / eagle_iteration:.3f}x plain EAGLE's"
+    )
+    ids = steps[-1].ids[0].tolist()
+    prompt = len(ids) - steps[-1].new_tokens
+    cuts = [prompt + s.new_tokens for s in steps]  # the ids known at each step
+    root = build_tree(torch.tensor(ids[:1]), torch.tensor([-1]), 0)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        index, done = ContextIndex(settings), 1
+        for cut in cuts[:-1]:
+            index.extend(ids[done:cut])
+            done = cut
+            chains = index.continuations()
+            if chains:
+                merge_chains(root, chains)
+    per_step = (time.perf_counter() - start) / (repeats * (len(cuts) - 1))
+    print(f"  lookup alone (index update, matching, merge): {1e6 * per_step:.1f} us per step")
 
 
 if __name__ == "__main__":

@@ -104,15 +104,17 @@ def main(argv: list[str] | None = None) -> list[Row]:
             grid[flag] = int_list(getattr(args, flag), "--" + flag.replace("_", "-"), low)
         except argparse.ArgumentTypeError as err:
             parser.error(str(err))
-    lookups = {}
-    for tokens in grid["lookup_tokens"]:
-        if tokens > 0:
-            fields = {n: getattr(args, flag_dest(f)) for f, (n, _) in LOOKUP_FLAGS.items()
-                      if f != "--lookup-max-tokens" and getattr(args, flag_dest(f)) is not None}  # fmt: skip
-            try:
-                lookups[tokens] = LookupSettings(max_tokens=tokens, **fields)
-            except ValueError as error:
-                parser.error(f"--lookup-*: {error}")
+    fields = {
+        name: getattr(args, flag_dest(flag))
+        for flag, (name, _) in LOOKUP_FLAGS.items()
+        if flag != "--lookup-max-tokens" and getattr(args, flag_dest(flag)) is not None
+    }
+    try:  # checked even when no row uses them
+        LookupSettings(**fields)
+        lookups = {t: LookupSettings(max_tokens=t, **fields) for t in grid["lookup_tokens"] if t}
+    except ValueError as error:
+        flag = next((f for f, (n, _) in LOOKUP_FLAGS.items() if n in str(error)), "--lookup-*")
+        parser.error(f"{flag}: {error}")
     if args.questions < 1 or args.max_new_token < 1:
         parser.error("--questions and --max-new-token must be >= 1")
     spec = checked_model_spec(parser, args, tree=False)
