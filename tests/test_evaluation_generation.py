@@ -227,6 +227,23 @@ def test_smoke_transformers_reference_methods(tiny_target, question_file, tmp_pa
     assert agree.same_text == agree.turns == 3  # greedy prompt lookup is lossless in fp32
 
 
+def test_smoke_lookup_methods(tiny_target, tiny_head, question_file, tmp_path) -> None:
+    argv = ["--ea-model-path", str(tiny_head), "--total-token", "8", "--depth", "3", "--top-k", "4"]
+    argv += ["--lookup-max-tokens", "4", "--lookup-min-ngram", "1"]
+    methods = ["--method", "lookup", "--method", "eagle_lookup", "--method", "baseline"]
+    _generate(tiny_target, question_file, tmp_path / "{method}.jsonl", *argv, *methods)
+    extra = f"lookup={tmp_path / 'lookup.jsonl'}"
+    report = _speed(tmp_path, "eagle_lookup", "baseline", question_file, "--extra-answers", extra)
+    for name in ("eagle", "lookup"):  # greedy in fp32: identical to plain decoding
+        agree = report.agreement[name]
+        assert agree.same_text == agree.same_tokens == agree.turns == 3
+    lookup = read_answers(tmp_path / "lookup.jsonl")[1].settings
+    both = read_answers(tmp_path / "eagle_lookup.jsonl")[1].settings
+    expected = {"max_tokens": 4, "min_ngram": 1, "max_ngram": 4, "matches": 1}
+    assert lookup["lookup"] == both["lookup"] == expected
+    assert "tree" not in lookup and both["tree"] == {"total_token": 8, "depth": 3, "top_k": 4}
+
+
 def test_smoke_eagle_and_baseline(tiny_target, tiny_head, question_file, tmp_path) -> None:
     argv = ["--ea-model-path", str(tiny_head), "--total-token", "8", "--depth", "3", "--top-k", "4"]
     methods = ["--method", "eagle", "--method", "baseline", "--method", "hf_generate"]

@@ -133,6 +133,40 @@ def _model_flags(parser: argparse.ArgumentParser) -> dict[str, tuple]:
     }
 
 
+def test_lookup_flags_follow_the_heads_tree_json_and_name_the_flag(dirs):
+    from eagle.model.lookup import LookupSettings
+
+    head = ["--ea-model-path", str(dirs / "head")]  # its tree.json has no lookup: off
+    parser = _parser(lookup=True)
+    spec = lambda argv: loading.model_spec(parser.parse_args(argv))  # noqa: E731
+    assert spec(head).lookup is None
+    assert spec([*head, "--lookup"]).lookup == LookupSettings()
+    assert spec([*head, "--lookup-max-tokens", "5"]).lookup == LookupSettings(max_tokens=5)
+    with pytest.raises(ValueError, match="--no-lookup"):
+        spec([*head, "--no-lookup", "--lookup-matches", "2"])
+    with pytest.raises(ValueError, match="--lookup-max-tokens"):
+        spec([*head, "--lookup-max-tokens", "0"])
+    on = dirs / "lookup-head"  # a head whose tree.json turns the lookup on
+    on.mkdir(exist_ok=True)
+    (on / "tree.json").write_text('{"total_token": 6, "lookup": {"max_tokens": 7}}')
+    assert spec(["--ea-model-path", str(on)]).lookup == LookupSettings(max_tokens=7)
+    assert spec(["--ea-model-path", str(on), "--lookup-matches", "2"]).lookup == LookupSettings(
+        max_tokens=7, matches=2
+    )
+    assert spec(["--ea-model-path", str(on), "--no-lookup"]).lookup is None
+    assert _spec([]).lookup is None  # a command without the lookup flags never turns it on
+
+
+def test_dtype_auto_is_the_fastest_dtype_of_the_device(monkeypatch):
+    assert loading.fastest_dtype("cuda") == "bfloat16"
+    assert loading.fastest_dtype("cpu", size=32) in ("float32", "bfloat16")
+    monkeypatch.setattr(loading, "fastest_dtype", lambda device: "float16")
+    assert _spec(["--dtype", "auto"]).dtype == "float16"  # auto asks fastest_dtype
+    assert _spec(["--dtype", "float32"]).dtype == "float32"
+    with pytest.raises(ValueError, match="--dtype must be one of auto"):
+        loading.resolve_dtype("int8", "cpu")
+
+
 def test_every_command_has_the_same_model_flags_and_defaults():
     reference = _model_flags(_parser())
     parsers = {

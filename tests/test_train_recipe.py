@@ -175,10 +175,6 @@ def test_a_finished_stage_is_recognised_only_with_its_own_arguments(tmp_path):
     assert not recipe.stage_done(tmp_path, ["--a", "2"])
 
 
-def test_fastest_dtype_is_one_of_the_two():
-    assert recipe.fastest_cpu_dtype(size=32) in ("float32", "bfloat16")
-
-
 @pytest.mark.parametrize("flags", [["--chunk", "-1"], ["--epochs", "0"], ["--threads", "0"]])
 def test_bad_flags_are_refused(tmp_path, campaign, flags, capsys):
     with pytest.raises(SystemExit):

@@ -156,3 +156,27 @@ def test_sampling_reproduces_the_target_distribution(rule):
 def test_the_statistical_check_rejects_a_wrong_acceptance_rule():
     counts, probs = _first_token_counts(wrong_rule, 6000)
     assert chi_square_p_value(counts, probs) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (SamplingParams(), {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}),
+        (
+            SamplingParams(0.7, 0.0, 0),
+            {"do_sample": True, "temperature": 0.7, "top_p": 1.0, "top_k": 0},
+        ),
+        (
+            SamplingParams(1.0, 0.9, 5),
+            {"do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": 5},
+        ),
+        (
+            SamplingParams(1.0, 1.0, 0),
+            {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0},
+        ),
+    ],
+)
+def test_generate_flags_mean_the_same_warping(params, expected):
+    """transformers' generate() flags for the same warping: its "off" spellings differ (top_p
+    1.0 where SamplingParams also takes 0), so every caller of generate() goes through this."""
+    assert params.generate_kwargs() == expected

@@ -32,7 +32,6 @@ from eagle.model.generate import GenerationConfig, stop_point
 from eagle.model.loading import ModelSpec, load_ea_model, load_target
 from eagle.model.lookup import LookupSettings
 from eagle.model.tree import StaticTree
-from eagle.model.verify import SamplingParams
 
 METHOD_NAMES = ("eagle", "baseline", "lookup", "eagle_lookup", "hf_generate", "hf_prompt_lookup")
 EA_METHODS = ("eagle", "baseline", "lookup", "eagle_lookup")
@@ -120,7 +119,7 @@ class HFGenerateMethod:
                 eos_token_id=sorted(self._eos_ids),
                 pad_token_id=min(self._eos_ids) if self._eos_ids else 0,
                 prompt_lookup_num_tokens=self._prompt_lookup,
-                **_sampling_kwargs(config.sampling),
+                **config.sampling.generate_kwargs(),
             )
         tokens = output[0, len(prompt) :].tolist()
         count, _ = stop_point(tokens, self._eos_ids)
@@ -147,19 +146,6 @@ def _count_forward_calls(model: torch.nn.Module) -> Iterator[list[int]]:
         yield calls
     finally:
         handle.remove()
-
-
-def _sampling_kwargs(sampling: SamplingParams) -> dict[str, Any]:
-    """HF sampling flags with EaModel's meaning: top_p outside (0, 1) and top_k 0 are off."""
-    if sampling.greedy:
-        return {"do_sample": False}
-    top_p = sampling.top_p if 0.0 < sampling.top_p < 1.0 else 1.0
-    return {
-        "do_sample": True,
-        "temperature": sampling.temperature,
-        "top_p": top_p,
-        "top_k": sampling.top_k,
-    }
 
 
 def build_methods(

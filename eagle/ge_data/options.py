@@ -219,7 +219,8 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.regen_only and not args.regenerate:
         parser.error("--regen-only needs --regenerate")
     _check_paths(args, parser)
-    args.device = checked_model_spec(parser, args, need_head=False, tree=False).device
+    spec = checked_model_spec(parser, args, need_head=False, tree=False)
+    args.device, args.dtype = spec.device, spec.dtype  # auto resolved
     args.aux = None
     if "eagle3" in variants:
         args.aux = (

@@ -134,8 +134,7 @@ def generate_answers(
         max_new_tokens=settings.generation.max_new_tokens,
         eos_ids=set(chat.eos_ids),
         pad_id=chat.pad_id,
-        temperature=settings.generation.sampling.temperature,
-        top_p=settings.generation.sampling.top_p,
+        sampling=settings.generation.sampling,
     )
     answers = []
     for row in out[:, ids.shape[1] :].tolist():

@@ -13,8 +13,12 @@ Every default is defined here once (the commands' help texts say the same):
 - tree: the head's ``tree.json`` over the library's ``DynamicTree()`` (60, 7, 10); each of
   ``--total-token``/``--depth``/``--top-k`` that is given overrides both;
 - dtype ``bfloat16``, one of ``DTYPES``: what the published EAGLE targets ship in, half the
-  memory of float32, and the dtype the README's commands and numbers use. (On a CPU without
-  bf16 instructions float32 is faster; say ``--dtype float32`` there.) Training's loss targets
+  memory of float32, and the dtype the README's commands and numbers use; ``auto``
+  (``fastest_dtype``) takes ``bfloat16`` on a GPU and the faster of the two for a large matrix
+  product on a CPU (float32 where the CPU has no bf16 instructions). Which is faster for
+  *decoding* on a CPU depends on the layer sizes and the number of rows verified at once
+  (one-row products are memory-bound, where bf16's half-size weights win even without bf16
+  instructions), so measure with ``eagle.evaluation.profile_steps``. Training's loss targets
   are a precision choice of their own (``eagle.train.main --target-dtype``, float32);
 - device ``auto``: ``cuda`` when CUDA is available, else ``cpu``; ``cpu``, ``cuda`` and
   ``cuda:N`` pick one. (Spreading a large target over several GPUs is the Python API's
@@ -39,6 +43,7 @@ import argparse
 import ast
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +60,8 @@ if TYPE_CHECKING:
     from eagle.model.target import TargetModel
     from eagle.model.tree import StaticTree
 
-DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes, the --dtype choices
+DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
+DTYPE_CHOICES = ("auto", *DTYPES)  # the --dtype choices; auto: fastest_dtype(device)
 DEFAULT_DTYPE = "bfloat16"
 DEFAULT_DEVICE = "auto"
 _DEFAULT_DYNAMIC = DynamicTree()
@@ -83,7 +89,7 @@ class ModelSpec:
     depth: int = DEFAULT_TREE["depth"]
     top_k: int = DEFAULT_TREE["top_k"]
     use_eagle3: bool | None = None
-    dtype: str = DEFAULT_DTYPE
+    dtype: str = DEFAULT_DTYPE  # a concrete dtype (model_spec resolves --dtype auto)
     device: str = "cpu"
     tree_choices: TreePaths | None = None
     quantization: str | None = None
@@ -184,6 +190,37 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def fastest_dtype(device: str = "cpu", size: int = 512) -> str:
+    """``bfloat16`` on CUDA; on a CPU ``bfloat16`` when its bf16 matrix products beat float32's
+    (CPUs with bf16 instructions), else ``float32``: timed with a [size, 576] x [576, 1536]
+    product (a small model's MLP shape), ten of each after a warm-up."""
+    import time
+
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16"
+    times: dict[str, float] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, 576).to(dtype), torch.randn(576, 1536).to(dtype)
+        a @ b  # warm-up
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        times[str(dtype).removeprefix("torch.")] = time.perf_counter() - start
+    return min(times, key=lambda name: times[name])
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """The dtype a ``--dtype`` value means on ``device``: ``auto`` (or None) is
+    ``fastest_dtype(device)``; anything else must be one of ``DTYPES``."""
+    if dtype in (None, "auto"):
+        return fastest_dtype(device)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    return dtype
+
+
 def add_model_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     *,
@@ -253,8 +290,9 @@ def add_model_flags(
         add_lookup_flags(parser)
     if dtype:
         parser.add_argument(
-            "--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
-            help=f"model dtype (default: {DEFAULT_DTYPE}; float32 is faster on CPUs without bf16)",
+            "--dtype", choices=DTYPE_CHOICES, default=DEFAULT_DTYPE,
+            help="model dtype; auto: bfloat16 on a GPU, on a CPU the faster of bfloat16 and "
+            f"float32 for a large matrix product (measured, about 0.1 s) (default: {DEFAULT_DTYPE})",
         )  # fmt: skip
     if device:
         parser.add_argument(
@@ -366,13 +404,21 @@ def ignored_placement_flags(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool = True) -> ModelSpec:
+def model_spec(
+    args: argparse.Namespace,
+    *,
+    need_head: bool = True,
+    tree: bool = True,
+    tree_defaults: Mapping[str, int] | None = None,
+) -> ModelSpec:
     """The checked ``ModelSpec`` of parsed ``add_model_flags`` flags; ValueError naming the
     flag and its allowed values.
 
     ``need_head``: resolve the head (``--ea-model-path``, else the shipped one) and its tree;
     without it only a head that was given is kept, and the tree flags alone count. ``tree``
     False: the parser has no tree flags of ``add_model_flags`` (a command with its own).
+    ``tree_defaults``: a command's own tree defaults, over the library's and under the head's
+    ``tree.json`` and the flags (the original's evaluation scripts had their own).
     """
     if tree:
         check_values(args, TREE_FLAGS)
@@ -388,7 +434,7 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
             head = str(shipped.head_for(args.base_model_path))
         except FileNotFoundError as error:
             raise ValueError(f"--ea-model-path is required: {error}") from error
-    settings = dict(DEFAULT_TREE)
+    settings = {**DEFAULT_TREE, **(tree_defaults or {})}
     if need_head:
         assert head is not None  # given, or the shipped one (or an error above)
         settings.update(shipped.tree_settings(head))
@@ -419,7 +465,7 @@ def model_spec(args: argparse.Namespace, *, need_head: bool = True, tree: bool =
         ea_model_path=head,
         **settings,
         use_eagle3=getattr(args, "use_eagle3", None),
-        dtype=args.dtype,
+        dtype=resolve_dtype(args.dtype, device),
         device=device,
         tree_choices=paths,
         quantization=quantization,

@@ -34,7 +34,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
 from eagle.model.draft_head import weight_of
-from eagle.model.verify import GREEDY_TEMPERATURE
+from eagle.model.verify import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -219,22 +219,19 @@ class TargetModel:
         max_new_tokens: int,
         eos_ids: set[int],
         pad_id: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        sampling: SamplingParams | None = None,
     ) -> Tensor:
         """Plain batched generation for data regeneration: left-padded prompts [B, P] ->
-        [B, P + new] (transformers' own ``generate``; rows that stopped are padded)."""
-        sample = temperature > GREEDY_TEMPERATURE
+        [B, P + new] (transformers' own ``generate``; rows that stopped are padded).
+        ``sampling`` warps as the decode loop does (None: greedy)."""
+        sampling = SamplingParams() if sampling is None else sampling
         return self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_p=top_p if sample else None,
-            top_k=None,
             eos_token_id=sorted(eos_ids),
             pad_token_id=pad_id,
+            **sampling.generate_kwargs(),
         )
 
     def _as_model_mask(self, visible: Tensor) -> Tensor:

@@ -55,6 +55,18 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= GREEDY_TEMPERATURE
 
+    def generate_kwargs(self) -> dict[str, object]:
+        """The same warping as ``transformers`` ``generate()`` flags: greedy, or sampling with
+        top_p outside (0, 1) and top_k 0 meaning off (their own spellings of "off")."""
+        if self.greedy:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p if 0.0 < self.top_p < 1.0 else 1.0,
+            "top_k": self.top_k,
+        }
+
 
 def warp_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     """logits [..., V] -> warped logits [..., V] in float32 (removed tokens are -inf)."""

@@ -54,7 +54,7 @@ Example::
 Design choices: the stages are the documented commands (``eagle.ge_data``, ``eagle.train.main``)
 called as functions with argument lists, so ``--print-commands`` shows exactly what runs; the
 target and the head run in whichever of fp32 and bf16 multiplies faster on this CPU
-(``fastest_cpu_dtype``: bf16 wins only where the CPU has bf16 instructions).
+(``eagle.model.loading.fastest_dtype``: bf16 wins only where the CPU has bf16 instructions).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from torch import Tensor
 
 from eagle.ge_data.feature_format import read_manifest
 from eagle.model.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
+from eagle.model.loading import fastest_dtype
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "configs" / "smollm2_eagle3.json"
@@ -100,22 +101,6 @@ TREE = {"total_token": 4, "depth": 2, "top_k": 4}
 DONE_FILE = "stage.json"
 
 
-def fastest_cpu_dtype(size: int = 512) -> str:
-    """ "bfloat16" when a bf16 matmul beats fp32 on this machine (CPUs with bf16 instructions),
-    else "float32". Measured with a [size, 576] x [576, 1536] product, the head's MLP shape."""
-    if torch.cuda.is_available():
-        return "bfloat16"
-    times = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, 576).to(dtype), torch.randn(576, 1536).to(dtype)
-        a @ b  # warm-up
-        start = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        times[str(dtype).removeprefix("torch.")] = time.perf_counter() - start
-    return min(times, key=times.get)
-
-
 # -- stage commands ------------------------------------------------------------------------------
 
 
@@ -140,11 +125,11 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
     excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
     source = bundled_sharegpt_path()
     common = {"seed": 0, "exclude_prompts": excluded, "openings_only": True}
-    v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)
+    v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)  # type: ignore[arg-type]
     seen = {c.id for c in v1}
     workdir.mkdir(parents=True, exist_ok=True)
     for path, split in zip(paths, ("train", "val"), strict=True):
-        chats, _ = load_sharegpt(source, split=split, **common)
+        chats, _ = load_sharegpt(source, split=split, **common)  # type: ignore[arg-type]
         lines = [
             json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n"
             for c in chats
@@ -254,6 +239,7 @@ def prepare_init(workdir: Path, chunk: int) -> Path:
     from safetensors.torch import save_file
 
     from eagle.ge_data.vocab import draft_vocab_from_counts
+    from eagle.model.draft_head import weight_of
     from eagle.train.build import load_target
     from eagle.train.vocab_remap import remap_head
 
@@ -263,7 +249,7 @@ def prepare_init(workdir: Path, chunk: int) -> Path:
     counts, chunks = campaign_counts(workdir, chunk)
     d2t, t2d = draft_vocab_from_counts(counts, DRAFT_VOCAB)
     target = load_target(TARGET, torch.float32)
-    fresh = remap_head(STABLE, out, d2t, t2d, target.parts.lm_head.weight)
+    fresh = remap_head(STABLE, out, d2t, t2d, weight_of(target.parts.lm_head))
     coverage = float(counts[t2d].sum() / counts.sum())
     save_file(
         {"counts": counts.long()},
@@ -363,7 +349,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if chunk < 0 or args.epochs < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--chunk must be >= 0, --epochs >= 1 and --threads >= 1")
     workdir = Path(args.workdir)
-    dtype = fastest_cpu_dtype() if args.dtype == "auto" else args.dtype
+    dtype = fastest_dtype("cpu") if args.dtype == "auto" else args.dtype
     regenerate = not VAL_ANSWERS.exists()
     has_stable = (STABLE / SAFETENSORS_FILE).exists()
     init = workdir / f"init-c{chunk}" if has_stable else None
