@@ -22,7 +22,8 @@ target forward verifies both and the longest accepted chain wins:
 
 The index sees the tokens the decode loop feeds its proposer: the prompt from its second token
 on (the loop passes next-token pairs, which start at the second prompt token) and everything
-generated. Reading them is one host copy per step.
+generated. Reading them is one host copy per step, and a merge reads the head's tree in one
+more (on a GPU, two device syncs per step beyond the loop's own when lookup is on).
 """
 
 from __future__ import annotations
@@ -118,10 +119,9 @@ def merge_chains(tree: TreeBuffers, chains: Sequence[Sequence[int]]) -> TreeBuff
     New nodes have rank -1 (no head score) and ``from_context`` True. Returns ``tree`` itself
     when the chains add no node.
     """
-    tokens = tree.tokens.tolist()
-    parents = tree.parents.tolist()
+    # one device-to-host copy for the three buffers
+    tokens, parents, depth = torch.stack((tree.tokens, tree.parents, tree.depth)).tolist()
     child = {(p, t): i for i, (p, t) in enumerate(zip(parents, tokens, strict=True)) if p >= 0}
-    depth = tree.depth.tolist()
     added = 0
     max_depth = tree.max_depth
     for chain in chains:
