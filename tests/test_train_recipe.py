@@ -180,3 +180,25 @@ def test_bad_flags_are_refused(tmp_path, campaign, flags, capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--workdir", str(tmp_path), "--print-commands", *flags])
     assert flags[0] in capsys.readouterr().err
+
+
+def test_answers_are_saved_to_the_campaign_and_restored_on_a_new_machine(
+    tmp_path, campaign, capsys
+):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "pool-train.jsonl").write_text("")  # the pools exist: nothing to build
+    (old / "pool-val.jsonl").write_text("")
+    answers = ['{"id": "a"}\n', '{"id": "b"}\n', '{"id": "c", "conv']  # the last still written
+    (old / "answers-c0.jsonl").write_text("".join(answers))
+    assert recipe.main(["--workdir", str(old), "--chunk", "0", "--save-answers"]) is None
+    saved = campaign / "answers-c0.jsonl"
+    assert saved.read_text() == "".join(answers[:2])  # complete lines only
+    assert (
+        recipe.restore_answers(new, 0)
+        and (new / "answers-c0.jsonl").read_text() == saved.read_text()
+    )
+    assert not recipe.restore_answers(new, 0)  # as many already: kept
+    assert not recipe.restore_answers(new, 1)  # nothing saved for chunk 1
+    with pytest.raises(SystemExit, match="no answers yet"):
+        recipe.save_answers(new, 3)
