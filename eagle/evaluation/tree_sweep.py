@@ -31,11 +31,11 @@ from eagle.model.generate import GenerationConfig
 from eagle.model.loading import (
     LOOKUP_FLAGS,
     add_model_flags,
+    checked_lookup,
     checked_model_spec,
-    flag_dest,
+    given_lookup_fields,
     load_ea_model,
 )
-from eagle.model.lookup import LookupSettings
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
             grid[flag] = int_list(getattr(args, flag), "--" + flag.replace("_", "-"), low)
         except argparse.ArgumentTypeError as err:
             parser.error(str(err))
-    fields = {
-        name: getattr(args, flag_dest(flag))
-        for flag, (name, _) in LOOKUP_FLAGS.items()
-        if flag != "--lookup-max-tokens" and getattr(args, flag_dest(flag)) is not None
-    }
+    fields = given_lookup_fields(args)  # --lookup-max-tokens is the grid's --lookup-tokens
     try:  # checked even when no row uses them
-        LookupSettings(**fields)
-        lookups = {t: LookupSettings(max_tokens=t, **fields) for t in grid["lookup_tokens"] if t}
+        checked_lookup(fields)
+        lookups = {
+            t: checked_lookup({**fields, "max_tokens": t}) for t in grid["lookup_tokens"] if t
+        }
     except ValueError as error:
-        flag = next((f for f, (n, _) in LOOKUP_FLAGS.items() if n in str(error)), "--lookup-*")
-        parser.error(f"{flag}: {error}")
+        parser.error(str(error))
     if args.questions < 1 or args.max_new_token < 1:
         parser.error("--questions and --max-new-token must be >= 1")
     spec = checked_model_spec(parser, args, tree=False)

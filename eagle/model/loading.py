@@ -332,15 +332,9 @@ def lookup_spec(args: argparse.Namespace, head: str | None) -> LookupSettings | 
     """The lookup of parsed ``add_lookup_flags`` flags: ``--no-lookup`` off; ``--lookup`` or
     any ``--lookup-*`` flag on, over the head's ``tree.json`` settings; neither: the head's
     default. ValueError naming the flag for a bad value or ``--no-lookup`` with settings."""
-    from eagle.model.lookup import LookupSettings
-
     if not hasattr(args, "lookup"):
         return None
-    given = {
-        field: getattr(args, flag_dest(flag))
-        for flag, (field, _) in LOOKUP_FLAGS.items()
-        if getattr(args, flag_dest(flag)) is not None
-    }
+    given = given_lookup_fields(args)
     if args.lookup is False:
         if given:
             raise ValueError("--no-lookup turns the lookup off; drop the --lookup-* flags")
@@ -348,9 +342,24 @@ def lookup_spec(args: argparse.Namespace, head: str | None) -> LookupSettings | 
     stored = shipped.lookup_settings(head) if head is not None else None
     if args.lookup is None and not given and stored is None:
         return None
-    fields_ = {**(stored or {}), **given}
+    return checked_lookup({**(stored or {}), **given})
+
+
+def given_lookup_fields(args: argparse.Namespace) -> dict[str, int]:
+    """The ``LookupSettings`` fields of the ``--lookup-*`` flags that were given."""
+    return {
+        field: getattr(args, flag_dest(flag))
+        for flag, (field, _) in LOOKUP_FLAGS.items()
+        if getattr(args, flag_dest(flag), None) is not None
+    }
+
+
+def checked_lookup(fields: dict[str, int]) -> LookupSettings:
+    """``LookupSettings(**fields)``; a ValueError names the ``--lookup-*`` flag at fault."""
+    from eagle.model.lookup import LookupSettings
+
     try:
-        return LookupSettings(**fields_)
+        return LookupSettings(**fields)
     except ValueError as error:
         flag = next((f for f, (name, _) in LOOKUP_FLAGS.items() if name in str(error)), "")
         raise ValueError(f"{flag or '--lookup-*'}: {error}") from error
