@@ -108,3 +108,65 @@ def test_ge_data_answers_first_turns_in_one_pass(tmp_path):
     assert main(argv) == 0  # resumed: everything is stored already
     again = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert again["num_samples"] == 5 and len(again["shards"]) == len(manifest["shards"])
+
+
+def test_ge_data_captures_written_answers_and_decodes_only_the_missing(tmp_path, caplog):
+    """A regenerated file that already holds some answers (a restored campaign file, an
+    interrupted run): those answers are captured as written, and only the conversations without
+    one are decoded, in one pass; each id is stored once and written once."""
+    import json
+
+    from helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from eagle.ge_data.main import main
+
+    save_chat_target_dir(make_model("llama", seed=3), tmp_path / "target")
+    records = word_conversations(5, seed=1)
+    write_jsonl(tmp_path / "data.jsonl", records)
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = {"c1": "w7 w8 w9 w10 w11 w12 w13", "c3": "w30 w31"}  # not what the model says
+    write_jsonl(
+        out / "regenerated.jsonl",
+        [
+            {"id": r["id"], "conversations": [r["conversations"][0], {"from": "gpt", "value": v}]}
+            for r in records
+            if (v := planted.get(r["id"])) is not None
+        ],
+    )
+    argv = [
+        "--base-model-path", str(tmp_path / "target"), "--data", str(tmp_path / "data.jsonl"),
+        "--outdir", str(out), "--dtype", "float32", "--regenerate",
+        "--max-turns", "1", "--regen-max-new-tokens", "6", "--regen-batch-size", "2",
+        "--variants", "eagle3", "--aux-layers", "1,2,3", "--target-topk", "4", "--quiet",
+    ]  # fmt: skip
+    with caplog.at_level("INFO", logger="eagle.ge_data"):
+        assert main(argv) == 0
+    assert "captured 2 samples" in caplog.text  # the planted answers, by the capture forward
+    assert "answered and captured 3 conversations in one pass" in caplog.text
+    assert "regenerated 3 conversations" not in caplog.text  # no batched generate first
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_samples"] == 5
+    written = [json.loads(line) for line in (out / "regenerated.jsonl").open()]
+    assert sorted(r["id"] for r in written) == [f"c{i}" for i in range(5)]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "target")
+    answers = {}
+    for entry in manifest["shards"]:
+        shard = load_file(out / entry["file"])
+        with safe_open(out / entry["file"], "pt") as handle:
+            ids_in_shard = json.loads(handle.metadata()["ids"])
+        offsets = shard["offsets"].tolist()
+        for i, sample_id in enumerate(ids_in_shard):
+            ids = shard["input_ids"][offsets[i] : offsets[i + 1]].long()
+            mask = shard["loss_mask"][offsets[i] : offsets[i + 1]].bool()
+            answer = [t for t in ids[mask].tolist() if t != 2]
+            answers[sample_id] = tokenizer.decode(answer, skip_special_tokens=True).strip()
+    assert sorted(answers) == [f"c{i}" for i in range(5)]
+    for sample_id, text in planted.items():
+        assert answers[sample_id] == text  # captured from the file, not decoded again
+    decoded = {r["id"]: r["conversations"][1]["value"] for r in written}
+    for sample_id in ("c0", "c2", "c4"):
+        assert answers[sample_id] == decoded[sample_id] != planted.get(sample_id)

@@ -188,17 +188,24 @@ def run_regeneration(
     return [regenerated[c.id] for c in conversations if c.id in regenerated]
 
 
-def answers_in_one_pass(args: argparse.Namespace, manifest: Manifest) -> bool:
+def answers_in_one_pass(args: argparse.Namespace) -> bool:
     """Regenerated first turns, answered greedily, are stored as they are decoded
-    (`eagle.ge_data.onpolicy`): no second forward over the conversation. Not when the
-    regenerated file holds answers this folder has not stored (an earlier ``--regen-only``
-    run, or another folder's): those are captured as they are."""
+    (`eagle.ge_data.onpolicy`): no second forward over the conversation. Answers the
+    regenerated file already holds (an earlier ``--regen-only`` run, another folder's, a
+    restored campaign file) are captured as they are; only the missing ones are decoded."""
     if args.max_turns != 1 or args.regen_temperature > 0.0 or args.regen_only:
         return False
-    if args.num_parts is not None:
-        return False
-    written, _ = read_regenerated(regen_output(args))
-    return written <= set(stored_ids(manifest))
+    return args.num_parts is None
+
+
+def split_answered(
+    args: argparse.Namespace, conversations: list[Conversation]
+) -> tuple[list[Conversation], list[Conversation]]:
+    """(conversations whose answer the regenerated file holds, as answered there; the rest),
+    each in selection order."""
+    _, written = read_regenerated(regen_output(args))
+    answered = [written[c.id] for c in conversations if c.id in written]
+    return answered, [c for c in conversations if c.id not in written]
 
 
 def run_one_pass(
@@ -321,7 +328,7 @@ def run(args: argparse.Namespace) -> Manifest | None:
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_name = part_manifest_name(args.part)
     manifest = open_manifest(outdir, manifest_name, settings)  # checked before regenerating
-    one_pass = args.regenerate and answers_in_one_pass(args, manifest)
+    one_pass = args.regenerate and answers_in_one_pass(args)
     if args.regenerate and not one_pass:
         chat = chat_target(target, tokenizer, template)
         conversations = run_regeneration(args, chat, conversations)
@@ -331,8 +338,12 @@ def run(args: argparse.Namespace) -> Manifest | None:
     write_manifest(manifest, manifest_name)
     writer = ShardWriter(manifest, args.part, args.shard_tokens)
     if one_pass:
-        chat = chat_target(target, tokenizer, template)
-        run_one_pass(args, chat, conversations, writer, aux)
+        answered, missing = split_answered(args, conversations)
+        if answered:
+            run_capture(args, target, tokenizer, template, answered, writer, aux)
+        if missing:
+            chat = chat_target(target, tokenizer, template)
+            run_one_pass(args, chat, missing, writer, aux)
     else:
         run_capture(args, target, tokenizer, template, conversations, writer, aux)
     return finish(outdir, writer, args)
