@@ -8,7 +8,16 @@ import torch
 from helpers import VOCAB, make_target
 
 from eagle.ge_data.capture import CaptureSettings
-from eagle.ge_data.onpolicy import OnPolicySettings, answer_batch, reference_samples
+from eagle.ge_data.onpolicy import answer_batch, reference_samples
+from eagle.ge_data.regenerate import RegenSettings
+from eagle.model.generate import GenerationConfig
+from eagle.model.verify import SamplingParams
+
+
+def _settings(max_new_tokens: int, max_len: int, batch_size: int = 8) -> RegenSettings:
+    """Greedy answers of at most ``max_new_tokens``, samples of at most ``max_len`` tokens."""
+    generation = GenerationConfig(max_new_tokens=max_new_tokens)
+    return RegenSettings(generation, batch_size=batch_size, max_prompt_len=max_len)
 
 
 def _prompts(seed: int, count: int) -> list[list[int]]:
@@ -32,7 +41,7 @@ def _frequent_tokens(target, prompts, settings, capture, how_many: int) -> set[i
 def test_one_pass_equals_decode_then_capture(arch, attn, aux):
     target = make_target(arch, seed=1, attn=attn)
     capture = CaptureSettings(aux, torch.float32, target_topk=5)
-    settings = OnPolicySettings(max_new_tokens=12, max_len=22, batch_size=8)
+    settings = _settings(max_new_tokens=12, max_len=22)
     prompts = _prompts(seed=2, count=6)
     eos = _frequent_tokens(target, prompts, settings, capture, how_many=2)
     fast = answer_batch(target, prompts, eos, 0, capture, settings, torch.float32)
@@ -53,7 +62,7 @@ def test_budget_and_max_len_cut_answers():
     target = make_target("llama", seed=3)
     capture = CaptureSettings(None, torch.float32, target_topk=0)
     prompts = [[5, 6, 7], [8] * 9]
-    out = answer_batch(target, prompts, set(), 0, capture, OnPolicySettings(6, max_len=12))
+    out = answer_batch(target, prompts, set(), 0, capture, _settings(6, max_len=12))
     assert [s.answer_ids.numel() for s in out] == [6, 3]
     assert not any(s.ended for s in out)
     assert all(s.topk is None for s in out)
@@ -63,8 +72,16 @@ def test_budget_and_max_len_cut_answers():
 def test_a_prompt_at_max_len_is_refused():
     target = make_target("llama", seed=3)
     capture = CaptureSettings(None, torch.float32)
-    with pytest.raises(ValueError, match="max_len"):
-        answer_batch(target, [[4] * 8], set(), 0, capture, OnPolicySettings(4, max_len=8))
+    with pytest.raises(ValueError, match="max_prompt_len"):
+        answer_batch(target, [[4] * 8], set(), 0, capture, _settings(4, max_len=8))
+
+
+def test_sampled_settings_are_refused():
+    target = make_target("llama", seed=3)
+    capture = CaptureSettings(None, torch.float32)
+    sampled = RegenSettings(GenerationConfig(SamplingParams(temperature=0.7)), max_prompt_len=8)
+    with pytest.raises(ValueError, match="temperature must be 0"):
+        answer_batch(target, [[4] * 3], set(), 0, capture, sampled)
 
 
 def test_ge_data_answers_first_turns_in_one_pass(tmp_path):

@@ -216,7 +216,7 @@ def run_one_pass(
     aux: tuple[int, ...] | None,
 ) -> None:
     """Answer the first turns and store their features in the same pass."""
-    from eagle.ge_data.onpolicy import OnPolicySettings, answer_conversations
+    from eagle.ge_data.onpolicy import answer_conversations
 
     capture = CaptureSettings(
         aux_layers=aux,
@@ -224,7 +224,7 @@ def run_one_pass(
         target_topk=args.target_topk,
         store_hidden=stores_hidden(args),
     )
-    settings = OnPolicySettings(args.regen_max_new_tokens, args.max_len, args.regen_batch_size)
+    settings = regen_settings(args)
     with tqdm(
         total=len(conversations), desc="answer+capture", unit="conv", disable=args.quiet
     ) as bar:

@@ -43,15 +43,23 @@ from torch import Tensor
 
 from eagle.ge_data.batching import pad_rows
 from eagle.ge_data.capture import HIDDEN_LAYER, CaptureSettings, target_topk
-from eagle.ge_data.feature_format import TopK
+from eagle.ge_data.feature_format import StoredSample, TopK, stored_ids
+from eagle.ge_data.regenerate import RegenSettings, read_regenerated, to_record
 from eagle.ge_data.sharegpt import ASSISTANT, Conversation
 
 
-@dataclass(frozen=True)
-class OnPolicySettings:
-    max_new_tokens: int = 256
-    max_len: int | None = None  # most tokens per sample (prompt + answer); None: no limit
-    batch_size: int = 64  # most rows decoded together
+def _limits(settings: RegenSettings) -> tuple[int, int | None]:
+    """(most answer tokens, most tokens per sample or None) of greedy ``settings``.
+
+    The one pass stores a sample as it is decoded, so ``max_prompt_len`` (the capture's
+    ``max_len``) bounds the whole sample, prompt and answer: a longer one would be cut there by
+    the capture anyway."""
+    if settings.generation.sampling.temperature > 0.0:
+        raise ValueError(
+            "answers are decoded greedily in one pass: settings.generation.sampling.temperature "
+            f"must be 0, got {settings.generation.sampling.temperature}"
+        )
+    return settings.generation.max_new_tokens, settings.max_prompt_len
 
 
 @dataclass(frozen=True)
@@ -96,14 +104,16 @@ def answer_batch(
     eos_ids: set[int] | frozenset[int],
     pad_id: int,
     capture: CaptureSettings,
-    settings: OnPolicySettings,
+    settings: RegenSettings,
     feature_dtype: torch.dtype | None = None,
 ) -> list[AnsweredSample]:
     """Answer every prompt greedily in one batch and keep the features of every position.
 
     ``target`` is an ``eagle.model.target.TargetModel``; ``capture`` says which layers and how
     many top-K probabilities to keep; features are returned in ``feature_dtype`` (default:
-    ``capture.feature_dtype``). Every prompt must be shorter than ``settings.max_len``.
+    ``capture.feature_dtype``); ``settings`` bounds the answers (`_limits`: greedy, its
+    ``max_new_tokens``, and ``max_prompt_len`` over prompt and answer); every prompt must be
+    shorter than ``settings.max_prompt_len``.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("answer_batch needs at least one prompt and no empty prompt")
@@ -112,13 +122,14 @@ def answer_batch(
     layers = capture.layers
     k = capture.target_topk
     lengths = torch.tensor([len(p) for p in prompts])
-    budget = torch.full_like(lengths, settings.max_new_tokens)
-    if settings.max_len is not None:
-        if int(lengths.max()) >= settings.max_len:
+    max_new_tokens, max_len = _limits(settings)
+    budget = torch.full_like(lengths, max_new_tokens)
+    if max_len is not None:
+        if int(lengths.max()) >= max_len:
             raise ValueError(
-                f"a prompt has {int(lengths.max())} tokens, max_len is {settings.max_len}"
+                f"a prompt has {int(lengths.max())} tokens, max_prompt_len is {max_len}"
             )
-        budget = budget.clamp(max=settings.max_len - lengths)
+        budget = budget.clamp(max=max_len - lengths)
     rows, span = len(prompts), int(lengths.max())
     prompt_rows = [torch.tensor(list(prompt), dtype=torch.long) for prompt in prompts]
     ids = pad_rows(prompt_rows, value=pad_id, left=True)  # [B, span]
@@ -208,7 +219,7 @@ def reference_samples(
     prompts: Sequence[Sequence[int]],
     eos_ids: set[int] | frozenset[int],
     capture: CaptureSettings,
-    settings: OnPolicySettings,
+    settings: RegenSettings,
 ) -> list[AnsweredSample]:
     """The slow reference of `answer_batch`: each prompt decoded alone by recomputing the whole
     sequence every step, then captured by ``capture_batch`` (fp32 features)."""
@@ -216,12 +227,13 @@ def reference_samples(
     from eagle.ge_data.render import RenderedExample
 
     width = target.hidden_size
+    max_new_tokens, max_len = _limits(settings)
     out = []
     for prompt in prompts:
         tokens = list(prompt)
-        budget = settings.max_new_tokens
-        if settings.max_len is not None:
-            budget = min(budget, settings.max_len - len(prompt))
+        budget = max_new_tokens
+        if max_len is not None:
+            budget = min(budget, max_len - len(prompt))
         ended = False
         while len(tokens) - len(prompt) < budget:
             ids = torch.tensor([tokens], device=target.device)
@@ -272,7 +284,7 @@ def answer_conversations(
     conversations: Sequence[Conversation],
     writer,
     capture: CaptureSettings,
-    settings: OnPolicySettings,
+    settings: RegenSettings,
     output: str | Path,
     progress: Any | None = None,
 ) -> OnPolicyStats:
@@ -284,9 +296,7 @@ def answer_conversations(
     ``eagle.ge_data.regenerate`` writes them). Conversations are answered in batches of
     similar prompt length, so samples are stored in that order.
     """
-    from eagle.ge_data.feature_format import StoredSample, stored_ids
-    from eagle.ge_data.regenerate import read_regenerated, to_record
-
+    _, max_len = _limits(settings)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     stored = set(stored_ids(writer.manifest))
@@ -299,7 +309,7 @@ def answer_conversations(
         first = conversation.first_turns(1)
         messages = first.messages()[:-1]  # up to the first user turn
         prompt = chat.encode_prompt(messages)
-        if settings.max_len is not None and len(prompt) >= settings.max_len:
+        if max_len is not None and len(prompt) >= max_len:
             stats.skipped["prompt_reached_max_len"] += 1
             if progress is not None:
                 progress.update(1)
