@@ -202,3 +202,46 @@ def test_answers_are_saved_to_the_campaign_and_restored_on_a_new_machine(
     assert not recipe.restore_answers(new, 1)  # nothing saved for chunk 1
     with pytest.raises(SystemExit, match="no answers yet"):
         recipe.save_answers(new, 3)
+
+
+def test_validation_figures_are_reused_only_for_the_same_head_and_settings(
+    tmp_path, campaign, monkeypatch
+):
+    """The shipped head is scored once: a later chunk takes its figures from the curve when its
+    weights, the validation answers and the dtype are unchanged, and scores it again when any
+    of them changed."""
+    from eagle.train import validate
+
+    calls = []
+
+    def fake_validate(head, *args, **kwargs):
+        calls.append((head, kwargs["dtype"]))
+        return {"head": str(head), "end_to_end": {"tau": 1.5 + len(calls)}}
+
+    monkeypatch.setattr(validate, "validate_head", fake_validate)
+    campaign.mkdir()
+    recipe.VAL_ANSWERS.write_text('{"id": "v0"}\n')
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "config.json").write_text("{}")
+    (head / "model.safetensors").write_bytes(b"weights-1")
+
+    first = recipe.validation_of(head, tmp_path, "float32", [])
+    assert (
+        len(calls) == 1 and first["end_to_end"]["tau"] == 2.5 and "cached_from_chunk" not in first
+    )
+    curve = [{"chunk": 4, "annealed": {"key": "other"}, "shipped": first}]
+    again = recipe.validation_of(head, tmp_path, "float32", curve)
+    assert (
+        len(calls) == 1
+        and again["cached_from_chunk"] == 4
+        and again["end_to_end"] == first["end_to_end"]
+    )
+
+    assert recipe.validation_of(head, tmp_path, "bfloat16", curve)["end_to_end"]["tau"] == 3.5
+    (head / "model.safetensors").write_bytes(b"weights-2")
+    assert recipe.validation_of(head, tmp_path, "float32", curve)["end_to_end"]["tau"] == 4.5
+    (head / "model.safetensors").write_bytes(b"weights-1")
+    recipe.VAL_ANSWERS.write_text('{"id": "v1"}\n')
+    assert recipe.validation_of(head, tmp_path, "float32", curve)["end_to_end"]["tau"] == 5.5
+    assert len(calls) == 4

@@ -38,7 +38,8 @@ so the same command continues an interrupted run:
    warmup-stable-decay schedule that never restarts its decay);
 6. record: teacher-forced top-1 per unrolled step and end-to-end greedy tau of the annealed and
    the shipped head on the validation set, appended with the chunk's data and CPU time to
-   ``CAMPAIGN/curve.jsonl`` (the learning curve); the stable head is saved to
+   ``CAMPAIGN/curve.jsonl`` (the learning curve; a head already scored there with the same
+   weights, answers and dtype is not scored again); the stable head is saved to
    ``CAMPAIGN/stable`` in bf16 and the argmax tally to ``CAMPAIGN/argmax-counts.safetensors``.
    With ``--ship`` the annealed head replaces the shipped one when it beats it on validation
    tau.
@@ -65,6 +66,7 @@ target and the head run in whichever of fp32 and bf16 multiplies faster on this 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import shutil
@@ -447,21 +449,49 @@ def _run_stage(module: str, folder: Path, stage_args: list[str]) -> None:
         raise SystemExit(f"the training stage {folder} wrote no head")
 
 
+def validation_key(head: Path, dtype: str) -> str:
+    """A digest of everything a head's validation figures depend on: its weights and config,
+    the validation answers, the settings of the scoring and the dtype."""
+    digest = hashlib.sha256()
+    for path in (head / CONFIG_FILE, head / SAFETENSORS_FILE, VAL_ANSWERS):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    settings = {"steps": 5, "tau_prompts": TAU_PROMPTS, "new_tokens": 128, "tree": VAL_TREE}
+    digest.update(json.dumps({**settings, "dtype": dtype, "target": TARGET}).encode())
+    return digest.hexdigest()
+
+
+def validation_of(
+    head: Path, workdir: Path, dtype: str, previous: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The validation figures of ``head`` (``eagle.train.validate``), taken from an earlier
+    chunk's record when one holds the same ``validation_key`` (the shipped head is usually the
+    same from chunk to chunk: scoring it again costs about 8 minutes here)."""
+    key = validation_key(head, dtype)
+    for record in reversed(previous):
+        for name in ("shipped", "annealed"):
+            entry = record.get(name) or {}
+            if entry.get("key") == key:
+                return {**entry, "head": str(head), "cached_from_chunk": record["chunk"]}
+    from eagle.train.validate import validate_head
+
+    figures = validate_head(
+        head, TARGET, workdir / "val", VAL_ANSWERS, steps=5, tau_prompts=TAU_PROMPTS,
+        max_new_tokens=128, tree=VAL_TREE, dtype=getattr(torch, dtype),
+    )  # fmt: skip
+    return {**figures, "key": key}
+
+
 def record_chunk(
     workdir: Path, chunk: int, dtype: str, seconds: dict[str, float], ship: bool
 ) -> Path:
     """Validate the annealed and shipped heads, append the chunk to the learning curve, save the
     stable head, and (with ``ship``) ship the annealed head if it is better."""
-    from eagle.train.validate import validate_head
-
     stable, anneal = workdir / f"stable-c{chunk}", workdir / f"anneal-c{chunk}"
-    validation = {}
-    for name, head in (("annealed", anneal / "head"), ("shipped", SHIPPED)):
-        validation[name] = validate_head(
-            head, TARGET, workdir / "val", VAL_ANSWERS, steps=5, tau_prompts=TAU_PROMPTS,
-            max_new_tokens=128, tree=VAL_TREE, dtype=getattr(torch, dtype),
-        )  # fmt: skip
     previous = [json.loads(x) for x in CURVE.read_text().splitlines()] if CURVE.exists() else []
+    validation = {
+        name: validation_of(head, workdir, dtype, previous)
+        for name, head in (("annealed", anneal / "head"), ("shipped", SHIPPED))
+    }
     seen = sum(r["train_tokens"] for r in previous if r["chunk"] < chunk)
     epochs = _metrics(stable)
     trained = sum(r["train"]["tokens"] for r in epochs)
