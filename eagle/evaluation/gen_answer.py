@@ -253,7 +253,7 @@ def _add_question_flags(group: argparse._ArgumentGroup, template: str | None) ->
     group.add_argument(
         "--bench-name",
         default="mt_bench",
-        help="mt_bench, humaneval, or a path to a FastChat question.jsonl",
+        help="mt_bench, humaneval, random_words, or a path to a FastChat question.jsonl",
     )
     group.add_argument("--question-begin", type=int, help="index of the first question asked")
     group.add_argument("--question-end", type=int, help="index after the last question asked")

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bench-name",
-        help="question set giving the categories: mt_bench, humaneval or a question.jsonl "
+        help="question set giving the categories: mt_bench, humaneval, random_words or a question.jsonl "
         "path (default: one category 'all')",
     )
     parser.add_argument(
