@@ -12,8 +12,9 @@ A question is an id, a category and one or more user turns. Three sources:
   is ``humaneval`` and the question id is the task id (``"HumanEval/0"``).
 - ``random_words``: 16 prompts of 64 words each, drawn at random (seed: the question's number)
   from the words of MT-bench's questions. No phrase of such a prompt is in an order the model
-  would write, so drafts from the context have (almost) nothing to copy: the set measures what
-  the lookup costs when it cannot help. One category, ``random_words``.
+  would write, so drafts from the context can only come from the answer itself. (A small model
+  may still repeat itself: SmolLM2-135M-Instruct falls into loops on most of these prompts, and
+  the lookup then pays.) One category, ``random_words``.
 - a path to any ``question.jsonl`` in FastChat's format: one JSON object per line with
   ``question_id`` (an integer or a string), ``turns`` (a list of non-empty strings) and
   optionally ``category`` (a string). Each field is checked; errors name the file and line.
