@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from eagle.input_checks import json_object_line
+
 BENCH_NAMES = ("mt_bench", "humaneval", "random_words")
 RANDOM_PROMPTS = 16
 RANDOM_PROMPT_WORDS = 64
@@ -143,14 +145,9 @@ def _parse_lines(lines: Iterable[str], source: str) -> list[Question]:
 
 def _parse_record(line: str, where: str) -> Question:
     """One question line, checked field by field; errors name ``where`` (file and line)."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON ({error})") from error
-    except RecursionError as error:
-        raise ValueError(f"{where}: JSON nested too deeply") from error
-    if not isinstance(record, dict) or "question_id" not in record:
-        raise ValueError(f"{where}: a question needs a 'question_id' (a JSON object per line)")
+    record = json_object_line(line, where, "a question line")
+    if "question_id" not in record:
+        raise ValueError(f"{where}: a question needs a 'question_id'")
     question_id = record["question_id"]
     if isinstance(question_id, bool) or not isinstance(question_id, int | str) or question_id == "":
         raise ValueError(

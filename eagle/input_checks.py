@@ -8,7 +8,8 @@ bounds to parsed flags and exits through ``parser.error`` (status 2), so that ev
 checks its flags before it loads a model. ``check_top_k_fits`` compares the tree branching with
 the draft vocabulary a local head folder declares, and ``check_device`` the device with the
 machine, also before anything is loaded. ``plain_name`` and ``inside`` keep output paths built
-from user-given names (a model id, a benchmark name) inside their folder.
+from user-given names (a model id, a benchmark name) inside their folder. ``json_object_line``
+reads one line of a JSON-lines file a user gives (questions, answers), errors naming the place.
 """
 
 from __future__ import annotations
@@ -183,3 +184,19 @@ def _as_number(value: object, integer: bool) -> int | float | None:
 
 def _shown(limit: float) -> str:
     return str(int(limit)) if float(limit).is_integer() else str(limit)
+
+
+def json_object_line(line: str, where: str, what: str, fix: str = "") -> dict:
+    """One JSON object from a line of a user's JSON-lines file; a ``ValueError`` names ``where``
+    (file and line) and ``what`` the line should hold (e.g. ``"an answer line"``), and ends
+    with ``fix`` (e.g. ``"; delete the broken line"``)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error}){fix}") from error
+    except RecursionError as error:
+        raise ValueError(f"{where}: JSON nested too deeply{fix}") from error
+    if not isinstance(record, dict):
+        kind = "null" if record is None else type(record).__name__
+        raise ValueError(f"{where}: {what} must be a JSON object, got {kind}{fix}")
+    return record

@@ -251,7 +251,8 @@ def test_default_answer_files_stay_inside_outputs(tmp_path, monkeypatch) -> None
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("[1, 2]", "a question needs a 'question_id' (a JSON object per line)"),
+        ("[1, 2]", "a question line must be a JSON object, got list"),
+        ('{"turns": ["q"]}', "a question needs a 'question_id'"),
         (DEEP, "JSON nested too deeply"),
         ({"question_id": [1], "turns": ["a"]}, "'question_id' must be an integer or a"),
         ({"question_id": True, "turns": ["a"]}, "'question_id' must be an integer"),

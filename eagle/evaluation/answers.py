@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, Bound
+from eagle.input_checks import NON_NEGATIVE, NON_NEGATIVE_INT, Bound, json_object_line
 
 PER_TURN_FIELDS = ("turns", "idxs", "new_tokens", "wall_time")
 # Settings that two answer files must share for their timings to be compared. The others
@@ -196,14 +196,7 @@ def _describe(settings: RecordedSettings, keys: list[str]) -> str:
 
 def _parse_answer(line: str, where: str) -> Answer:
     """One answer line, checked field by field; errors name ``where`` (file and line)."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not valid JSON ({error}); delete the broken line") from error
-    except RecursionError as error:
-        raise ValueError(f"{where}: JSON nested too deeply; delete the broken line") from error
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: an answer line must be a JSON object, got {_kind(record)}")
+    record = json_object_line(line, where, "an answer line", fix="; delete the broken line")
     missing = [k for k in ("question_id", "model_id", "choices") if k not in record]
     if missing or not isinstance(record["choices"], list) or not record["choices"]:
         raise ValueError(f"{where}: an answer needs question_id, model_id and non-empty choices")

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (_, text) in LOOKUP_FLAGS.items():
         if flag != "--lookup-max-tokens":  # a list below: part of the grid
             p.add_argument(flag, type=int, default=None, help=f"{text} (lookup rows)")
-    p.add_argument("--bench-name", default="mt_bench", help="mt_bench, humaneval, random_words or a path")
+    p.add_argument(
+        "--bench-name", default="mt_bench", help="mt_bench, humaneval, random_words or a path"
+    )
     p.add_argument("--questions", type=int, default=8, help="first N questions (first turns)")
     p.add_argument("--max-new-token", type=int, default=128, help="new tokens per answer")
     p.add_argument("--total-token", default="8,12,16", help="comma-separated tree sizes")
