@@ -293,3 +293,105 @@ def byte_tokenizer(chat_template=None):
     )
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+# -- published head formats, written out by hand ----------------------------------------------
+
+
+def random_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Random tensors (scale 0.1) of the given shapes, in the given key order."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+
+
+def eagle1_state(
+    ffn: int,
+    kv: int,
+    bias: bool = True,
+    qkv_bias: bool = False,
+    embedding: bool = True,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """An EAGLE-1 head as SafeAILab/EAGLE's ``cnets1.Model`` publishes it, for a HIDDEN-wide
+    target: ``fc`` (with ``bias``), one decoder layer without an input norm, optionally the
+    embedding and q/k/v biases; ``kv`` is the key/value width, ``ffn`` the MLP width."""
+    shapes = {"fc.weight": (HIDDEN, 2 * HIDDEN)} | ({"fc.bias": (HIDDEN,)} if bias else {})
+    shapes |= {
+        "layers.0.self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+        "layers.0.self_attn.k_proj.weight": (kv, HIDDEN),
+        "layers.0.self_attn.v_proj.weight": (kv, HIDDEN),
+        "layers.0.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+        "layers.0.mlp.gate_proj.weight": (ffn, HIDDEN),
+        "layers.0.mlp.up_proj.weight": (ffn, HIDDEN),
+        "layers.0.mlp.down_proj.weight": (HIDDEN, ffn),
+        "layers.0.post_attention_layernorm.weight": (HIDDEN,),
+    }
+    if embedding:
+        shapes["embed_tokens.weight"] = (VOCAB, HIDDEN)
+    if qkv_bias:
+        shapes |= {
+            "layers.0.self_attn.q_proj.bias": (HIDDEN,),
+            "layers.0.self_attn.k_proj.bias": (kv,),
+            "layers.0.self_attn.v_proj.bias": (kv,),
+        }
+    return random_state(shapes, seed)
+
+
+def eagle3_keys(
+    layer: str = "midlayer.",
+    width: int = HIDDEN,
+    target_width: int = HIDDEN,
+    heads: int = 4,
+    kv_heads: int = 2,
+    head_dim: int = 8,
+    ffn: int = 64,
+    draft_vocab: int = 40,
+    embedding: bool = False,
+    maps: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The EAGLE-3 layout of SafeAILab/EAGLE eagle/model/cnets.py and SpecForge llama3_eagle.py."""
+    q, kv = heads * head_dim, kv_heads * head_dim
+    shapes = {
+        "fc.weight": (width, 3 * target_width),
+        f"{layer}hidden_norm.weight": (width,),
+        f"{layer}input_layernorm.weight": (width,),
+        f"{layer}self_attn.q_proj.weight": (q, 2 * width),
+        f"{layer}self_attn.k_proj.weight": (kv, 2 * width),
+        f"{layer}self_attn.v_proj.weight": (kv, 2 * width),
+        f"{layer}self_attn.o_proj.weight": (width, q),
+        f"{layer}mlp.gate_proj.weight": (ffn, width),
+        f"{layer}mlp.up_proj.weight": (ffn, width),
+        f"{layer}mlp.down_proj.weight": (width, ffn),
+        f"{layer}post_attention_layernorm.weight": (width,),
+        "norm.weight": (width,),
+        "lm_head.weight": (draft_vocab, width),
+    }
+    if embedding:
+        shapes["embed_tokens.weight"] = (VOCAB, width)
+    state = random_state(shapes, seed=1)
+    if maps:
+        state |= vocab_maps(draft_vocab)
+    return state
+
+
+def vocab_maps(draft_vocab: int) -> dict[str, torch.Tensor]:
+    """d2t offsets and t2d mask; the identity (zeros, all true) for a full draft vocabulary."""
+    kept = torch.arange(0, VOCAB, VOCAB / draft_vocab).long()[:draft_vocab]
+    d2t = kept - torch.arange(draft_vocab)
+    t2d = torch.zeros(VOCAB, dtype=torch.bool).index_fill(0, kept, True)
+    return {"d2t": d2t, "t2d": t2d}
+
+
+def write_head_dir(directory, cfg: dict, state: dict, safetensors: bool = True):
+    """A head folder: ``config.json`` and the weights (safetensors, or ``pytorch_model.bin``)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(cfg))
+    if safetensors:
+        save_file(state, directory / "model.safetensors")
+    else:
+        torch.save(state, directory / "pytorch_model.bin")
+    return directory

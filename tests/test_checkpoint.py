@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 
+import helpers
 import pytest
 import torch
 from helpers import HIDDEN, VOCAB, make_target
+from helpers import write_head_dir as write
 
 from eagle.model.checkpoint import HeadCheckpointError, load_head, read_state_dict, save_head
 from eagle.model.draft_head import Rotary, TargetParts
@@ -20,49 +22,13 @@ KV = KV_HEADS * HEAD_DIM
 
 
 def eagle1_state(bias: bool = True, qkv_bias: bool = False, embedding: bool = True) -> dict:
-    g = torch.Generator().manual_seed(0)
-    shapes = {
-        "fc.weight": (H, 2 * H),
-        "layers.0.self_attn.q_proj.weight": (H, H),
-        "layers.0.self_attn.k_proj.weight": (KV, H),
-        "layers.0.self_attn.v_proj.weight": (KV, H),
-        "layers.0.self_attn.o_proj.weight": (H, H),
-        "layers.0.mlp.gate_proj.weight": (FFN, H),
-        "layers.0.mlp.up_proj.weight": (FFN, H),
-        "layers.0.mlp.down_proj.weight": (H, FFN),
-        "layers.0.post_attention_layernorm.weight": (H,),
-    }
-    if embedding:
-        shapes["embed_tokens.weight"] = (VOCAB, H)
-    if bias:
-        shapes["fc.bias"] = (H,)
-    if qkv_bias:
-        shapes |= {
-            "layers.0.self_attn.q_proj.bias": (H,),
-            "layers.0.self_attn.k_proj.bias": (KV,),
-            "layers.0.self_attn.v_proj.bias": (KV,),
-        }
-    return {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    return helpers.eagle1_state(FFN, KV, bias=bias, qkv_bias=qkv_bias, embedding=embedding)
 
 
 def eagle3_state() -> dict:
-    g = torch.Generator().manual_seed(1)
-    shapes = {
-        "fc.weight": (H, 3 * H),
-        "midlayer.hidden_norm.weight": (H,),
-        "midlayer.input_layernorm.weight": (H,),
-        "midlayer.self_attn.q_proj.weight": (H, 2 * H),
-        "midlayer.self_attn.k_proj.weight": (KV, 2 * H),
-        "midlayer.self_attn.v_proj.weight": (KV, 2 * H),
-        "midlayer.self_attn.o_proj.weight": (H, H),
-        "midlayer.mlp.gate_proj.weight": (FFN, H),
-        "midlayer.mlp.up_proj.weight": (FFN, H),
-        "midlayer.mlp.down_proj.weight": (H, FFN),
-        "midlayer.post_attention_layernorm.weight": (H,),
-        "norm.weight": (H,),
-        "lm_head.weight": (DRAFT_VOCAB, H),
-    }
-    state = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    state = helpers.eagle3_keys(
+        heads=4, kv_heads=KV_HEADS, head_dim=HEAD_DIM, ffn=FFN, draft_vocab=DRAFT_VOCAB, maps=False
+    )
     kept = torch.arange(0, 2 * DRAFT_VOCAB, 2)  # every other target id is in the draft vocab
     state["d2t"] = kept - torch.arange(DRAFT_VOCAB)
     state["t2d"] = torch.zeros(VOCAB, dtype=torch.bool).index_fill(0, kept, True)
@@ -88,18 +54,6 @@ def config(eagle3: bool = False, **extra) -> dict:
     if eagle3:
         out["draft_vocab_size"] = DRAFT_VOCAB
     return out | extra
-
-
-def write(directory, cfg: dict, state: dict, safetensors: bool = True):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(cfg))
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(state, directory / "model.safetensors")
-    else:
-        torch.save(state, directory / "pytorch_model.bin")
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,17 @@ import json
 
 import pytest
 import torch
-from helpers import HIDDEN, VOCAB, greedy_sequences, make_target
+from helpers import (
+    HIDDEN,
+    VOCAB,
+    eagle1_state,
+    eagle3_keys,
+    greedy_sequences,
+    make_target,
+)
+from helpers import (
+    write_head_dir as write,
+)
 
 from eagle.model.checkpoint import HeadCheckpointError, load_head, save_head
 from eagle.model.draft import DynamicTree
@@ -22,74 +32,9 @@ from eagle.model.ea_model import EaModel
 H, FFN, HEADS, KV_HEADS, HEAD_DIM, DRAFT_VOCAB = HIDDEN, 64, 4, 2, 8, 40
 
 
-def _random(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
-
-
 def eagle1_keys(embedding: bool = True) -> dict[str, torch.Tensor]:
     """SafeAILab/EAGLE eagle/model/cnets1.py Model: embed_tokens, fc (bias), layers.N."""
-    kv = KV_HEADS * HEAD_DIM
-    shapes = {
-        "fc.weight": (H, 2 * H),
-        "fc.bias": (H,),
-        "layers.0.self_attn.q_proj.weight": (H, H),
-        "layers.0.self_attn.k_proj.weight": (kv, H),
-        "layers.0.self_attn.v_proj.weight": (kv, H),
-        "layers.0.self_attn.o_proj.weight": (H, H),
-        "layers.0.mlp.gate_proj.weight": (FFN, H),
-        "layers.0.mlp.up_proj.weight": (FFN, H),
-        "layers.0.mlp.down_proj.weight": (H, FFN),
-        "layers.0.post_attention_layernorm.weight": (H,),
-    }
-    if embedding:
-        shapes["embed_tokens.weight"] = (VOCAB, H)
-    return _random(shapes, seed=0)
-
-
-def eagle3_keys(
-    layer: str = "midlayer.",
-    width: int = H,
-    target_width: int = H,
-    heads: int = HEADS,
-    kv_heads: int = KV_HEADS,
-    head_dim: int = HEAD_DIM,
-    ffn: int = FFN,
-    draft_vocab: int = DRAFT_VOCAB,
-    embedding: bool = False,
-    maps: bool = True,
-) -> dict[str, torch.Tensor]:
-    """The EAGLE-3 layout of SafeAILab/EAGLE eagle/model/cnets.py and SpecForge llama3_eagle.py."""
-    q, kv = heads * head_dim, kv_heads * head_dim
-    shapes = {
-        "fc.weight": (width, 3 * target_width),
-        f"{layer}hidden_norm.weight": (width,),
-        f"{layer}input_layernorm.weight": (width,),
-        f"{layer}self_attn.q_proj.weight": (q, 2 * width),
-        f"{layer}self_attn.k_proj.weight": (kv, 2 * width),
-        f"{layer}self_attn.v_proj.weight": (kv, 2 * width),
-        f"{layer}self_attn.o_proj.weight": (width, q),
-        f"{layer}mlp.gate_proj.weight": (ffn, width),
-        f"{layer}mlp.up_proj.weight": (ffn, width),
-        f"{layer}mlp.down_proj.weight": (width, ffn),
-        f"{layer}post_attention_layernorm.weight": (width,),
-        "norm.weight": (width,),
-        "lm_head.weight": (draft_vocab, width),
-    }
-    if embedding:
-        shapes["embed_tokens.weight"] = (VOCAB, width)
-    state = _random(shapes, seed=1)
-    if maps:
-        state |= vocab_maps(draft_vocab)
-    return state
-
-
-def vocab_maps(draft_vocab: int) -> dict[str, torch.Tensor]:
-    """d2t offsets and t2d mask; the identity (zeros, all true) for a full draft vocabulary."""
-    kept = torch.arange(0, VOCAB, VOCAB / draft_vocab).long()[:draft_vocab]
-    d2t = kept - torch.arange(draft_vocab)
-    t2d = torch.zeros(VOCAB, dtype=torch.bool).index_fill(0, kept, True)
-    return {"d2t": d2t, "t2d": t2d}
+    return eagle1_state(FFN, KV_HEADS * HEAD_DIM, embedding=embedding)
 
 
 def llama_fields(**extra) -> dict:
@@ -137,18 +82,6 @@ def speculators_config(layer_fields: dict, **top) -> dict:
         "target_hidden_size": None,
         "speculators_config": {"algorithm": "eagle3", "default_proposal_method": "greedy"},
     } | top
-
-
-def write(directory, cfg: dict, state: dict, safetensors: bool = True):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(cfg))
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(state, directory / "model.safetensors")
-    else:
-        torch.save(state, directory / "pytorch_model.bin")
-    return directory
 
 
 _TARGETS = {}
