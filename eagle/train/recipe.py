@@ -453,14 +453,18 @@ def _run_stage(module: str, folder: Path, stage_args: list[str]) -> None:
         raise SystemExit(f"the training stage {folder} wrote no head")
 
 
+def _val_settings() -> dict[str, Any]:
+    """How a head is scored (``eagle.train.validate.validate_head``'s keywords)."""
+    return {"steps": 5, "tau_prompts": TAU_PROMPTS, "max_new_tokens": 128, "tree": VAL_TREE}
+
+
 def validation_key(head: Path, dtype: str) -> str:
     """A digest of everything a head's validation figures depend on: its weights and config,
     the validation answers, the settings of the scoring and the dtype."""
     digest = hashlib.sha256()
     for path in (head / CONFIG_FILE, head / SAFETENSORS_FILE, VAL_ANSWERS):
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    settings = {"steps": 5, "tau_prompts": TAU_PROMPTS, "new_tokens": 128, "tree": VAL_TREE}
-    digest.update(json.dumps({**settings, "dtype": dtype, "target": TARGET}).encode())
+    digest.update(json.dumps({**_val_settings(), "dtype": dtype, "target": TARGET}).encode())
     return digest.hexdigest()
 
 
@@ -479,9 +483,8 @@ def validation_of(
     from eagle.train.validate import validate_head
 
     figures = validate_head(
-        head, TARGET, workdir / "val", VAL_ANSWERS, steps=5, tau_prompts=TAU_PROMPTS,
-        max_new_tokens=128, tree=VAL_TREE, dtype=getattr(torch, dtype),
-    )  # fmt: skip
+        head, TARGET, workdir / "val", VAL_ANSWERS, dtype=getattr(torch, dtype), **_val_settings()
+    )
     return {**figures, "key": key}
 
 
