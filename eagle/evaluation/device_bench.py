@@ -265,7 +265,7 @@ def draft_costs(model, prompt: torch.Tensor, settings: Settings) -> dict:
     tokens = prompt[0]
     ms = {}
     for depth in (1, 7):
-        drafter = EagleDrafter(model.head, DynamicTree(60, depth, 10), layers)
+        drafter = EagleDrafter(model.head, DynamicTree(60, depth, 10), layers, target.row_product)
         state = drafter.start()
         with torch.no_grad():
             drafter.propose(state, features[:-1], tokens[:-1])  # catch up on the prompt

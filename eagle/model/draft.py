@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from eagle.model.draft_head import KV, DraftHead
+from eagle.model.products import F_LINEAR, RowProduct
 from eagle.model.tree import StaticTree, TreeBuffers, build_tree, select_dynamic_tree
 
 
@@ -83,11 +84,16 @@ class EagleDrafter:
     """Proposes draft trees from a head; the tree shape is a ``DynamicTree`` or ``StaticTree``."""
 
     def __init__(
-        self, head: DraftHead, tree: DynamicTree | StaticTree, feature_layers: tuple[int, ...]
+        self,
+        head: DraftHead,
+        tree: DynamicTree | StaticTree,
+        feature_layers: tuple[int, ...],
+        row_product: RowProduct = F_LINEAR,
     ) -> None:
         self.head = head
         self.tree = tree
         self.feature_layers = feature_layers  # target hidden_states indices the head reads
+        self.row_product = row_product  # how the head's logits are multiplied (``products``)
 
     @property
     def max_tree_depth(self) -> int:
@@ -138,7 +144,7 @@ class EagleDrafter:
         cache.write(kv, start)
         cache.length = start + n
         hidden = out[0, -1]
-        return hidden, self.head.logits(hidden).float()
+        return hidden, self.head.logits(hidden, self.row_product).float()
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -161,7 +167,7 @@ class EagleDrafter:
             feats[None], tokens[None], positions, cache.view(base + written), mask[None]
         )
         cache.write(kv, base + written)
-        return out[0], torch.log_softmax(self.head.logits(out[0]).float(), dim=-1)
+        return out[0], torch.log_softmax(self.head.logits(out[0], self.row_product).float(), dim=-1)
 
     def _grow_dynamic(
         self, tree: DynamicTree, state: DraftState, hidden: Tensor, logits: Tensor

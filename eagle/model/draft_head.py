@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from eagle.model.products import F_LINEAR, RowProduct
+
 Variant = Literal["eagle1", "eagle3"]
 KV = tuple[Tensor, Tensor]
 
@@ -440,8 +442,9 @@ class DraftHead(nn.Module):
         """Target feature [.., F] -> head input feature [.., H]."""
         raise NotImplementedError
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Head output [.., H] -> logits [.., Vd] over the draft vocabulary."""
+    def logits(self, hidden: Tensor, product: RowProduct = F_LINEAR) -> Tensor:
+        """Head output [.., H] -> logits [.., Vd] over the draft vocabulary; ``product`` says
+        how the rows meet the output weight (see ``products``)."""
         raise NotImplementedError
 
     def draft_to_target(self, draft_ids: Tensor) -> Tensor:
@@ -475,11 +478,11 @@ class Eagle1Head(DraftHead):
     def project_target_features(self, features: Tensor) -> Tensor:
         return features
 
-    def logits(self, hidden: Tensor) -> Tensor:
+    def logits(self, hidden: Tensor, product: RowProduct = F_LINEAR) -> Tensor:
         lm_head = self._target.lm_head
         if lm_head is None:
             raise ValueError("an EAGLE-1 head needs the target's lm_head (TargetParts.lm_head)")
-        return lm_head(hidden)
+        return product(lm_head, hidden)
 
     def forward(self, features, tokens, positions, past, mask):
         x = self.fc(torch.cat((self.embed(tokens).to(features.dtype), features), dim=-1))
@@ -510,8 +513,8 @@ class Eagle3Head(DraftHead):
     def project_target_features(self, features: Tensor) -> Tensor:
         return self.fc(features)
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        return self.lm_head(self.norm(hidden))
+    def logits(self, hidden: Tensor, product: RowProduct = F_LINEAR) -> Tensor:
+        return product(self.lm_head, self.norm(hidden))
 
     def draft_to_target(self, draft_ids: Tensor) -> Tensor:
         if not self.reduced_vocab:

@@ -90,7 +90,7 @@ class EaModel(nn.Module):
         check_feature_layers(layers, target.num_layers)
         tree = tree or DynamicTree()
         check_tree_fits_head(tree, head)
-        self.drafter = EagleDrafter(head, tree, layers)
+        self.drafter = EagleDrafter(head, tree, layers, target.row_product)
         self.eos_ids = eos_ids if eos_ids is not None else collect_eos_ids(target.model, tokenizer)
         # the measurements behind total_token=-1, when it was used
         self.tree_choice: TreeChoice | None = None
@@ -240,7 +240,7 @@ class EaModel(nn.Module):
         if tree is None or tree is self.drafter.tree:
             return self.drafter
         check_tree_fits_head(tree, self.head)
-        return EagleDrafter(self.head, tree, self.drafter.feature_layers)
+        return EagleDrafter(self.head, tree, self.drafter.feature_layers, self.target.row_product)
 
     # -- generation ---------------------------------------------------------------------------
 

@@ -17,6 +17,12 @@ adapter reports that window as a context limit. Models with a learned absolute p
 (GPT-2's ``n_positions``, OPT) cannot take a position past it at all; the adapter reports that
 table's size as ``position_limit`` (None for rotary, ALiBi and other unbounded schemes).
 
+Tree logits may bypass the model's ``lm_head`` call: where a timing probe finds that the device
+multiplies a few rows faster weight first (``products``), a verify runs the model's decoder
+(``get_decoder()``) and applies the ``lm_head`` itself. That path is taken only when a load-time
+probe shows the decoder's last state through the ``lm_head`` gives exactly the model's logits, so
+models that scale or soft-cap their logits keep the model's own path.
+
 ``collect_eos_ids`` reads the stop ids from the model's generation config and the tokenizer;
 ``translate_legacy_kwargs`` turns the original EAGLE's loading keywords (``torch_dtype``,
 ``load_in_4bit``/``load_in_8bit``) into the ones transformers 5 takes.
@@ -34,6 +40,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
 from eagle.model.draft_head import weight_of
+from eagle.model.products import RowProduct, measure_row_product
 from eagle.model.verify import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -54,7 +61,14 @@ class TargetOutput:
 class TargetModel:
     """A causal LM wrapped for tree verification. Owns no decoding state: caches are arguments."""
 
-    def __init__(self, model: PreTrainedModel, check_tree_attention: bool = True) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        check_tree_attention: bool = True,
+        row_product: RowProduct | None = None,
+    ) -> None:
+        """``row_product``: how tree logits multiply rows by the ``lm_head`` (None: measured on
+        this device, see ``products.measure_row_product``); drafters may reuse it."""
         config = model.config
         if getattr(config, "is_encoder_decoder", False):
             raise UnsupportedTargetError(
@@ -66,6 +80,9 @@ class TargetModel:
         self.context_limit = _sliding_window(config)
         self.position_limit = _learned_position_limit(model)
         self.accepts_logits_to_keep = "logits_to_keep" in _forward_parameters(model)
+        self.row_product = self._choose_row_product(row_product)
+        # the decoder whose last state the adapter multiplies itself (None: the model does)
+        self._decoder = self._plain_logits_decoder() if self.row_product.weight_first else None
         if check_tree_attention:
             self.check_tree_attention()
 
@@ -101,6 +118,12 @@ class TargetModel:
     @property
     def lm_head(self) -> nn.Module:
         return self.model.get_output_embeddings()
+
+    @property
+    def own_logits(self) -> bool:
+        """Whether tree verifies multiply the decoder's last state by the ``lm_head`` here
+        (weight first, see ``row_product``) rather than in the model."""
+        return self._decoder is not None
 
     @property
     def hidden_size(self) -> int:
@@ -146,7 +169,7 @@ class TargetModel:
         n = tokens.shape[0]
         visible = torch.ones(n, past_length + n, dtype=torch.bool, device=tokens.device)
         visible[:, past_length:] = tree_mask
-        out = self.model(
+        inputs = dict(
             input_ids=tokens[None],
             position_ids=(past_length + depth)[None],
             attention_mask=self._as_model_mask(visible),
@@ -154,7 +177,13 @@ class TargetModel:
             use_cache=True,
             output_hidden_states=feature_layers is not None,
         )
-        return TargetOutput(out.logits[0].float(), _features(out, feature_layers))
+        if self._decoder is not None and n > 1:
+            out = self._decoder(**inputs)
+            logits = self.row_product(self.lm_head, out.last_hidden_state[0])
+        else:
+            out = self.model(**inputs)
+            logits = out.logits[0]
+        return TargetOutput(logits.float(), _features(out, feature_layers))
 
     def capture(
         self, input_ids: Tensor, attention_mask: Tensor, feature_layers: tuple[int, ...]
@@ -253,6 +282,33 @@ class TargetModel:
             layer.values = _gather_rows(values, rows, past_length, end)
 
     # -- load-time checks ---------------------------------------------------------------------
+
+    def _choose_row_product(self, given: RowProduct | None) -> RowProduct:
+        if given is not None:
+            return given
+        head = self.lm_head
+        return measure_row_product(head.weight) if type(head) is nn.Linear else RowProduct()
+
+    @torch.inference_mode()
+    def _plain_logits_decoder(self) -> nn.Module | None:
+        """The model's decoder if ``lm_head(decoder(ids).last_hidden_state)`` equals the model's
+        own logits exactly on a probe (not for soft-capped or scaled logits), else None."""
+        decoder = self.model.get_decoder()
+        if decoder is self.model or type(self.lm_head) is not nn.Linear:
+            return None
+        ids = torch.arange(1, 4, device=self.device)[None] % self.vocab_size
+        out = decoder(input_ids=ids)
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None or not torch.equal(
+            self.lm_head(hidden), self.model(input_ids=ids).logits
+        ):
+            logger.info(
+                "%s's logits are not its lm_head over the decoder's last state; tree logits "
+                "stay with the model",
+                type(self.model).__name__,
+            )
+            return None
+        return decoder
 
     def _ensure_mask_capable_attention(self) -> None:
         impl = self.attention
