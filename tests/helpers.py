@@ -14,7 +14,7 @@ from eagle.model.target import TargetModel
 VOCAB = 96
 HIDDEN = 32
 
-_COMMON = dict(
+TINY_FIELDS = dict(  # the config fields every tiny random target shares
     vocab_size=VOCAB,
     hidden_size=HIDDEN,
     intermediate_size=64,
@@ -26,13 +26,13 @@ _COMMON = dict(
 )
 
 ARCHITECTURES = {
-    "llama": lambda: transformers.LlamaConfig(**_COMMON),
-    "qwen2": lambda: transformers.Qwen2Config(**_COMMON),
-    "qwen3": lambda: transformers.Qwen3Config(**_COMMON, head_dim=8),
+    "llama": lambda: transformers.LlamaConfig(**TINY_FIELDS),
+    "qwen2": lambda: transformers.Qwen2Config(**TINY_FIELDS),
+    "qwen3": lambda: transformers.Qwen3Config(**TINY_FIELDS, head_dim=8),
     "mixtral": lambda: transformers.MixtralConfig(
-        **_COMMON, num_local_experts=4, num_experts_per_tok=2, sliding_window=None
+        **TINY_FIELDS, num_local_experts=4, num_experts_per_tok=2, sliding_window=None
     ),
-    "mistral": lambda: transformers.MistralConfig(**_COMMON, sliding_window=None),
+    "mistral": lambda: transformers.MistralConfig(**TINY_FIELDS, sliding_window=None),
 }
 
 

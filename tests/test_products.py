@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from helpers import VOCAB, make_model, make_target, random_head
+from helpers import TINY_FIELDS, make_model, make_target, random_head
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -90,16 +90,8 @@ def test_weight_first_tree_logits_equal_the_models(arch):
 
 
 def test_soft_capped_logits_stay_with_the_model():
-    config = transformers.Gemma2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        final_logit_softcapping=30.0,
-    )
+    fields = {**TINY_FIELDS, "num_hidden_layers": 2}
+    config = transformers.Gemma2Config(**fields, head_dim=8, final_logit_softcapping=30.0)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     target = TargetModel(model, row_product=WEIGHT_FIRST)

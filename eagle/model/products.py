@@ -80,7 +80,7 @@ def measure_row_product(weight: Tensor, repeats: int = 3) -> RowProduct:
     ``lm_head`` on 2 cores).
     """
     if weight.device.type != "cpu" or weight.numel() < MIN_PROBED_WEIGHT:
-        return RowProduct()
+        return F_LINEAR
     linear_ms, first_ms = [], []
     for m in PROBE_ROWS:
         x = torch.randn(m, weight.shape[1], dtype=weight.dtype, device=weight.device)

@@ -40,7 +40,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
 from eagle.model.draft_head import weight_of
-from eagle.model.products import RowProduct, measure_row_product
+from eagle.model.products import F_LINEAR, RowProduct, measure_row_product
 from eagle.model.verify import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class TargetModel:
         if given is not None:
             return given
         head = self.lm_head
-        return measure_row_product(head.weight) if type(head) is nn.Linear else RowProduct()
+        return measure_row_product(head.weight) if type(head) is nn.Linear else F_LINEAR
 
     @torch.inference_mode()
     def _plain_logits_decoder(self) -> nn.Module | None:
