@@ -153,6 +153,37 @@ def test_pools_leave_out_v1_training_and_split_by_chat(tmp_path, monkeypatch):
     assert len(ids[0] | ids[1]) == 30
     assert all(sharegpt.split_of(i) == "val" for i in ids[1])
     assert all(len(r["conversations"]) == 2 for rows in read for r in rows)
+    # v1's own selection, in its order, is the pool that follows the training pool
+    v1_pool = [json.loads(x) for x in (tmp_path / "w" / "pool-v1.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in v1_pool] == [c.id for c in v1]
+    assert all(len(r["conversations"]) == 2 for r in v1_pool)
+
+
+def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, capsys):
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+    first_v1 = recipe.POOLS[0][1]
+    _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first_v1 + 1))
+    assert f"--data {tmp_path}/pool-v1.jsonl" in data
+    assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and f"data-c{first_v1 + 1}" in data
+    last = sum(chunks for _, chunks in recipe.POOLS) - 1
+    assert recipe.chunk_slice(last) == ("pool-v1.jsonl", (last - first_v1) * 1000)
+    with pytest.raises(SystemExit):
+        _commands(tmp_path, capsys, "--chunk", str(last + 1))
+    assert "past the training pools" in capsys.readouterr().err
+
+
+def test_pools_of_another_size_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe, "CHUNK_CONVERSATIONS", 2)
+    monkeypatch.setattr(recipe, "POOLS", (("a.jsonl", 2), ("b.jsonl", 1)))
+    (tmp_path / "a.jsonl").write_text("x\n" * 3)  # 2 chunks of 2: as counted on
+    (tmp_path / "b.jsonl").write_text("x\n" * 2)
+    recipe.check_pools(tmp_path)
+    (tmp_path / "a.jsonl").write_text("x\n" * 5)  # 3 chunks: every later slice would move
+    with pytest.raises(SystemExit, match="counts on 2"):
+        recipe.check_pools(tmp_path)
 
 
 def test_a_later_chunk_needs_the_stable_head(tmp_path, campaign):
@@ -189,6 +220,7 @@ def test_answers_are_saved_to_the_campaign_and_restored_on_a_new_machine(
     old.mkdir()
     (old / "pool-train.jsonl").write_text("")  # the pools exist: nothing to build
     (old / "pool-val.jsonl").write_text("")
+    (old / "pool-v1.jsonl").write_text("")
     answers = ['{"id": "a"}\n', '{"id": "b"}\n', '{"id": "c", "conv']  # the last still written
     (old / "answers-c0.jsonl").write_text("".join(answers))
     assert recipe.main(["--workdir", str(old), "--chunk", "0", "--save-answers"]) is None

@@ -9,7 +9,10 @@ so the same command continues an interrupted run:
    seed 0, split by a hash of the chat id (``--split``: one source chat in 64 is validation),
    and without every conversation the v1 head was trained on (its selection: the first 4,000
    of the same shuffle before the split existed), so the validation set is unseen by every
-   head of the campaign;
+   head of the campaign. Once the training pool is used up (chunks 0-4), the chunks take the
+   first turns of v1's own selection (``WORKDIR/pool-v1.jsonl``, chunks 5-8): v1 saw
+   ShareGPT's answers to them, the campaign trains on the target's own answers, and none of
+   them is in the validation pool (``POOLS`` gives the order);
 1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
    regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
    captures their features;
@@ -91,6 +94,9 @@ ARGMAX_COUNTS = CAMPAIGN / "argmax-counts.safetensors"
 SHIPPED = HERE.parent / "model" / "heads" / "smollm2-135m-instruct-eagle3"
 TARGET = "smollm2-135m-instruct"
 CHUNK_CONVERSATIONS = 1000
+# the training pools in campaign order, with the chunks each one makes (its prompts in slices of
+# CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000
+POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4))
 MAX_LEN = 768
 NEW_TOKENS = 256  # most tokens of an answer
 ANSWER_BATCH = 64  # prompts answered together (one-pass decode)
@@ -120,14 +126,16 @@ def _capture_flags(dtype: str, threads: int | None) -> list[str]:
 
 
 def write_pools(workdir: Path) -> tuple[Path, Path]:
-    """Write the training and validation pools (ShareGPT JSON lines, first turns, selection
-    order) unless they exist; see stage 0 in the module docstring."""
+    """Write the training and validation pools and v1's pool (ShareGPT JSON lines, first turns,
+    selection order) unless they exist; see stage 0 in the module docstring. Returns the
+    training and validation pools."""
     from eagle.benchmarks import load_questions
     from eagle.ge_data.regenerate import to_record
     from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
 
-    paths = workdir / "pool-train.jsonl", workdir / "pool-val.jsonl"
-    if all(p.exists() for p in paths):
+    paths = workdir / POOLS[0][0], workdir / "pool-val.jsonl"
+    v1_path = workdir / POOLS[1][0]
+    if all(p.exists() for p in (*paths, v1_path)):
         return paths
     excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
     source = bundled_sharegpt_path()
@@ -135,17 +143,43 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
     v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)  # type: ignore[arg-type]
     seen = {c.id for c in v1}
     workdir.mkdir(parents=True, exist_ok=True)
+    pools = {v1_path: v1}
     for path, split in zip(paths, ("train", "val"), strict=True):
         chats, _ = load_sharegpt(source, split=split, **common)  # type: ignore[arg-type]
-        lines = [
-            json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n"
-            for c in chats
-            if c.id not in seen
-        ]
+        pools[path] = [c for c in chats if c.id not in seen]
+    for path, chats in pools.items():
+        if path.exists():
+            continue
+        lines = [json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n" for c in chats]
         partial = path.with_suffix(".partial")
         partial.write_text("".join(lines), encoding="utf-8")
         partial.replace(path)
     return paths
+
+
+def chunk_slice(chunk: int) -> tuple[str, int]:
+    """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``)."""
+    first = 0
+    for name, chunks in POOLS:
+        if chunk < first + chunks:
+            return name, (chunk - first) * CHUNK_CONVERSATIONS
+        first += chunks
+    raise ValueError(
+        f"chunk {chunk} is past the training pools (chunks 0-{first - 1}): extend POOLS first"
+    )
+
+
+def check_pools(workdir: Path) -> None:
+    """Refuse pools whose sizes do not make the chunks ``POOLS`` counts on (a changed ShareGPT
+    file or selection would silently move every chunk's slice)."""
+    for name, chunks in POOLS:
+        lines = (workdir / name).read_text(encoding="utf-8").count("\n")
+        made = -(-lines // CHUNK_CONVERSATIONS)
+        if made != chunks:
+            raise SystemExit(
+                f"{workdir / name} holds {lines} prompts, {made} chunks of "
+                f"{CHUNK_CONVERSATIONS}; the campaign counts on {chunks} (recipe.POOLS)"
+            )
 
 
 def _answer_flags(answers: Path, max_len: int) -> list[str]:
@@ -173,10 +207,11 @@ def val_args(workdir: Path, dtype: str, threads: int | None, regenerate: bool) -
 def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> list[str]:
     """Chunk ``chunk`` of the training data: the next slice of the training pool, answered by
     the target and captured in one pass."""
+    pool, offset = chunk_slice(chunk)
     return [
         *_capture_flags(dtype, threads),
-        "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / "pool-train.jsonl"),
-        "--offset", str(chunk * CHUNK_CONVERSATIONS), "--limit", str(CHUNK_CONVERSATIONS),
+        "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / pool),
+        "--offset", str(offset), "--limit", str(CHUNK_CONVERSATIONS),
         "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
         *_answer_flags(workdir / f"answers-c{chunk}.jsonl", MAX_LEN),
     ]  # fmt: skip
@@ -371,6 +406,10 @@ def main(argv: list[str] | None = None) -> Path | None:
     init = workdir / f"init-c{chunk}" if has_stable else None
     if chunk > 0 and not has_stable:
         parser.error(f"chunk {chunk} continues the stable head {STABLE}, which is missing")
+    try:
+        chunk_slice(chunk)
+    except ValueError as error:
+        parser.error(f"--chunk: {error}")
     stages = [
         ("eagle.ge_data", workdir / "val", val_args(workdir, dtype, args.threads, regenerate)),
         ("eagle.ge_data", workdir / f"data-c{chunk}", chunk_args(workdir, chunk, dtype, args.threads)),
@@ -378,7 +417,10 @@ def main(argv: list[str] | None = None) -> Path | None:
         ("eagle.train.main", workdir / f"anneal-c{chunk}", anneal_args(workdir, chunk, dtype)),
     ]  # fmt: skip
     if args.print_commands:
-        print(f"# pools (in process): {workdir / 'pool-train.jsonl'} {workdir / 'pool-val.jsonl'}")
+        pools = " ".join(
+            str(workdir / name) for name in (POOLS[0][0], "pool-val.jsonl", POOLS[1][0])
+        )
+        print(f"# pools (in process): {pools}")
         for module, _, stage_args in stages:
             print(f"python -m {module} " + shlex.join(stage_args))
         return None
@@ -386,6 +428,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
+    check_pools(workdir)
     if restore_answers(workdir, chunk):
         print(f"answers of chunk {chunk} restored from {CAMPAIGN}: only the missing are answered")
     seconds = {}
