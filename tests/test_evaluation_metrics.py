@@ -185,3 +185,28 @@ def test_agreement_measures_the_reproduced_prefix() -> None:
     assert (agree.turns, agree.same_text, agree.same_tokens) == (2, 1, 2)
     assert agree.prefix_chars == 6 + 3 and agree.base_chars == 11 + 3
     assert agree.prefix_share == pytest.approx(9 / 14)
+
+
+def test_plot_title_names_model_head_tree_dtype_threads_and_machine() -> None:
+    common = {"base_model_path": "smollm2-135m-instruct", "dtype": "bfloat16", "threads": 2}
+    machine = {"machine": "AMD EPYC, 2 cores"}
+    settings = {
+        "eagle": {**common, **machine, "ea_model_path": "/x/heads/h3",
+                  "tree": {"total_token": 8, "depth": 4, "top_k": 4}},
+        "baseline": {**common, **machine},
+        "old": None,  # a file without recorded settings adds nothing
+    }  # fmt: skip
+    title = speed.plot_title(settings)
+    assert title == (
+        "smollm2-135m-instruct | head h3 | tree 8/4/4 | bfloat16 | 2 threads | AMD EPYC, 2 cores"
+    )
+    assert speed.plot_title({"old": None}) == ""
+
+
+def test_machine_name_says_the_cpu_and_its_cores() -> None:
+    import os
+
+    from eagle.evaluation.gen_answer import machine_name
+
+    name = machine_name("cpu")
+    assert name.endswith(f", {os.cpu_count()} cores") and len(name) > len(" cores") + 3

@@ -72,3 +72,12 @@ def test_step_profile_times_eagle_with_the_lookup_beside_eagle(tmp_path, capsys,
     assert "naivegenerate:" in out and "eagenerate:" in out
     assert "eagenerate + lookup" in out and "x plain EAGLE's" in out
     assert "us per step" in out
+
+
+def test_spread_takes_one_question_per_category_of_mt_bench():
+    from eagle.benchmarks import load_questions
+
+    questions = tree_sweep.spread(load_questions("mt_bench"), 8)
+    assert len({q.category for q in questions}) == 8
+    assert tree_sweep.spread([1, 2, 3], 5) == [1, 2, 3]
+    assert tree_sweep.spread(list(range(10)), 3) == [0, 3, 6]

@@ -292,6 +292,26 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(settings, args.num_choices, args.seed, args.warmup, args.max_turns, system)
 
 
+def machine_name(device: str) -> str:
+    """What the timings ran on: the GPU's name on CUDA, else the CPU's model name (Linux's
+    ``/proc/cpuinfo``, else ``platform.processor()``) and its core count."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
+        name = names[0] if names else name
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def run_settings(args: argparse.Namespace, models: ModelSpec) -> RecordedSettings:
     """The settings every method of this run shares, as recorded in the answer files."""
     import transformers
@@ -301,6 +321,7 @@ def run_settings(args: argparse.Namespace, models: ModelSpec) -> RecordedSetting
         "dtype": models.dtype,
         "device": models.device,
         "threads": torch.get_num_threads(),
+        "machine": machine_name(models.device),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "temperature": args.temperature,

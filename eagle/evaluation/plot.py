@@ -14,8 +14,9 @@ from eagle.evaluation.metrics import Report, Summary
 BAR_GROUP_WIDTH = 0.8
 
 
-def plot_report(report: Report, out: Path) -> None:
-    """Draw total-ratio speedup and τ per category (plus ``overall``) for every method."""
+def plot_report(report: Report, out: Path, title: str | None = None) -> None:
+    """Draw total-ratio speedup and τ per category (plus ``overall``) for every method, under
+    ``title`` (what was measured: model, head, tree, dtype, machine)."""
     figure_class = _figure_class()
     groups = dict(report.categories) if len(report.categories) > 1 else {}
     groups["overall"] = report.overall
@@ -28,6 +29,8 @@ def plot_report(report: Report, out: Path) -> None:
     speed_axis.legend()
     _bars(tau_axis, groups, methods, "tau")
     tau_axis.set_ylabel("tau (tokens per target step)")
+    if title:
+        figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=150)

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> Report:
     if args.plot:
         from eagle.evaluation.plot import plot_report
 
-        plot_report(report, Path(args.plot))
+        title = args.plot_title if args.plot_title is not None else plot_title(settings)
+        plot_report(report, Path(args.plot), title)
         print(f"plot written to {args.plot}")
     return report
 
@@ -100,7 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", help="write the report as JSON to this path")
     parser.add_argument("--plot", help="draw speedup and tau per category to this image path")
+    parser.add_argument(
+        "--plot-title",
+        help="the plot's title (default: model, head, tree, dtype, threads and machine from the "
+        "answer files' recorded settings; '' for none)",
+    )
     return parser
+
+
+def plot_title(settings: dict[str, RecordedSettings | None]) -> str:
+    """Model, head, tree, dtype, threads and machine of the answer files, from their recorded
+    settings (what is not recorded is left out)."""
+    recorded = [s for s in settings.values() if s]
+    if not recorded:
+        return ""
+    first = recorded[0]
+    parts = [str(first.get("base_model_path") or "")]
+    heads = {Path(str(s["ea_model_path"])).name for s in recorded if s.get("ea_model_path")}
+    parts += [f"head {name}" for name in sorted(heads)]
+    trees = {
+        "/".join(str(s["tree"].get(k)) for k in ("total_token", "depth", "top_k"))
+        for s in recorded
+        if isinstance(s.get("tree"), dict) and "total_token" in s["tree"]
+    }
+    parts += [f"tree {tree}" for tree in sorted(trees)]
+    parts.append(str(first.get("dtype") or ""))
+    if first.get("threads"):
+        parts.append(f"{first['threads']} threads")
+    parts.append(str(first.get("machine") or ""))
+    return " | ".join(part for part in parts if part)
 
 
 def answer_paths(args: argparse.Namespace) -> dict[str, Path]:

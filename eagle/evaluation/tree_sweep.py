@@ -1,7 +1,7 @@
 """``python -m eagle.evaluation.tree_sweep``: measure EAGLE tree settings side by side.
 
 Loads the target and head once, then for every (total_token, depth, top_k) of the grid answers
-the first turns of a few benchmark questions greedily and reports tokens/s, tau and the speedup
+the first turns of a few benchmark questions (spread over its categories) greedily and reports tokens/s, tau and the speedup
 over plain decoding measured in the same run (plain decoding is timed first and again last, and
 the mean of both is the baseline, so a drift of the machine shows as a gap between them)::
 
@@ -36,6 +36,13 @@ from eagle.model.loading import (
     given_lookup_fields,
     load_ea_model,
 )
+
+
+def spread(items: list, count: int) -> list:
+    """``count`` items evenly spaced over ``items``, the first included (all when fewer)."""
+    if count >= len(items):
+        return list(items)
+    return [items[i * len(items) // count] for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bench-name", default="mt_bench", help="mt_bench, humaneval, random_words or a path"
     )
-    p.add_argument("--questions", type=int, default=8, help="first N questions (first turns)")
+    p.add_argument(
+        "--questions",
+        type=int,
+        default=8,
+        help="N questions spread evenly over the benchmark, first turns (MT-bench, N=8: one per "
+        "category; all of them when N exceeds the benchmark)",
+    )
     p.add_argument("--max-new-token", type=int, default=128, help="new tokens per answer")
     p.add_argument("--total-token", default="8,12,16", help="comma-separated tree sizes")
     p.add_argument("--depth", default="4,5,6", help="comma-separated depths")
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     model = load_ea_model(spec)
     max_new = args.max_new_token
     chat = ChatFormatter(model.tokenizer)
-    questions = load_questions(args.bench_name, 0, args.questions)
+    questions = spread(load_questions(args.bench_name), args.questions)
     device = model.target.device
     prompts = [
         torch.tensor([chat.prompt_ids([{"role": "user", "content": q.turns[0]}])], device=device)
