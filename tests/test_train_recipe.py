@@ -277,3 +277,10 @@ def test_validation_figures_are_reused_only_for_the_same_head_and_settings(
     recipe.VAL_ANSWERS.write_text('{"id": "v1"}\n')
     assert recipe.validation_of(head, tmp_path, "float32", curve)["end_to_end"]["tau"] == 5.5
     assert len(calls) == 4
+
+
+def test_ship_rule_needs_a_higher_top1_at_every_step():
+    assert recipe.beats([0.48, 0.44, 0.40], [0.46, 0.41, 0.38])
+    assert not recipe.beats([0.48, 0.40, 0.40], [0.46, 0.41, 0.38])  # one step behind
+    assert not recipe.beats([0.46, 0.41, 0.38], [0.46, 0.41, 0.38])  # a tie is no gain
+    assert not recipe.beats([0.48, 0.44], [0.46, 0.41, 0.38])  # scored on other steps
