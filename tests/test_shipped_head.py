@@ -12,6 +12,7 @@ from torch import nn
 from eagle.model import shipped
 from eagle.model.checkpoint import load_head
 from eagle.model.draft_head import TargetParts
+from eagle.model.lookup import LookupSettings
 
 SMOLLM2_VOCAB, SMOLLM2_WIDTH = 49152, 576
 
@@ -29,7 +30,9 @@ def test_shipped_head_is_complete_and_loads_strictly():
     assert head.variant == "eagle3" and head.reduced_vocab
     settings = shipped.tree_settings(path)
     assert set(settings) == {"total_token", "depth", "top_k"}
-    assert json.loads((path / "tree.json").read_text()) == settings
+    lookup = shipped.lookup_settings(path)  # on by default: it paid on MT-bench (README)
+    assert lookup is not None and LookupSettings(**lookup)
+    assert json.loads((path / "tree.json").read_text()) == {**settings, "lookup": lookup}
 
 
 @pytest.mark.slow
@@ -56,6 +59,6 @@ def test_shipped_head_is_lossless_and_accepts_on_the_real_model(one_thread, smol
         tokens, steps = tokens + new, steps + idx + 1
     print(f"shipped head: tau {tokens / steps:.2f} on 2 prompts (fp32)")
     # a random head gives tau ~1.0; v0 measured 1.50 here, v1 1.53, campaign chunk 2 1.67,
-    # chunk 3 1.71
+    # chunk 3 1.71, chunk 6 with tree 16/2/8 and drafts from the context (tree.json) 1.85
     # (raise this with the head, leaving a margin for float differences between machines)
-    assert tokens / steps > 1.6, f"tau {tokens / steps:.2f}: the shipped head drafts too little"
+    assert tokens / steps > 1.75, f"tau {tokens / steps:.2f}: the shipped head drafts too little"

@@ -284,3 +284,16 @@ def test_ship_rule_needs_a_higher_top1_at_every_step():
     assert not recipe.beats([0.48, 0.40, 0.40], [0.46, 0.41, 0.38])  # one step behind
     assert not recipe.beats([0.46, 0.41, 0.38], [0.46, 0.41, 0.38])  # a tie is no gain
     assert not recipe.beats([0.48, 0.44], [0.46, 0.41, 0.38])  # scored on other steps
+
+
+def test_curve_table_says_the_dtype_each_chunk_was_scored_in():
+    from eagle.train.curve import table
+
+    def record(chunk, dtype, tau):
+        scored = {"teacher_forced": {"top1": [0.5, 0.4, 0.3]}, "end_to_end": {"tau": tau}}
+        return {"chunk": chunk, "stable_epochs": [], "tokens_seen_before": 10 * chunk,
+                "train_tokens": 10, "annealed": scored, "shipped": scored, "dtype": dtype}  # fmt: skip
+
+    rows = table([record(0, "float32", 1.9), record(1, "bfloat16", 1.95)]).splitlines()
+    assert rows[2].endswith("| 1.90 | float32 |") and rows[3].endswith("| 1.95 | bfloat16 |")
+    assert rows[-1].startswith("| - | shipped before |") and rows[-1].endswith("| bfloat16 |")

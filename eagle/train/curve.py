@@ -38,29 +38,31 @@ def points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {"chunk": record["chunk"], "head": "annealed",
              "tokens": record["tokens_seen_before"] + record["train_tokens"],
-             "top1": annealed["teacher_forced"]["top1"], "tau": annealed["end_to_end"]["tau"]}
+             "top1": annealed["teacher_forced"]["top1"], "tau": annealed["end_to_end"]["tau"],
+             "dtype": record.get("dtype", "float32")}
         )  # fmt: skip
     return rows
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown: tokens seen, head, top-1 of steps 0-2, validation tau (shipped head beside)."""
+    """Markdown: tokens seen, head, top-1 of steps 0-2, validation tau (shipped head beside),
+    with the dtype the chunk was scored in (figures of two dtypes are not comparable)."""
     lines = [
-        "| chunk | head | training tokens seen | top-1 step 0 | step 1 | step 2 | tau |",
-        "|---|---|---|---|---|---|---|",
+        "| chunk | head | training tokens seen | top-1 step 0 | step 1 | step 2 | tau | dtype |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in points(records):
         top1 = (list(row["top1"]) + [float("nan")] * 3)[:3]
         tau = "" if row["tau"] is None else f"{row['tau']:.2f}"
         lines.append(
             f"| {row['chunk']} | {row['head']} | {row['tokens']:,} | {top1[0]:.3f} | "
-            f"{top1[1]:.3f} | {top1[2]:.3f} | {tau} |"
+            f"{top1[1]:.3f} | {top1[2]:.3f} | {tau} | {row.get('dtype', '')} |"
         )
     shipped = records[-1]["shipped"]
     top1 = shipped["teacher_forced"]["top1"]
     lines.append(
         f"| - | shipped before | - | {top1[0]:.3f} | {top1[1]:.3f} | {top1[2]:.3f} | "
-        f"{shipped['end_to_end']['tau']:.2f} |"
+        f"{shipped['end_to_end']['tau']:.2f} | {records[-1].get('dtype', 'float32')} |"
     )
     return "\n".join(lines)
 
@@ -83,10 +85,13 @@ def plot(records: list[dict[str, Any]], out: Path) -> None:
                          [r["top1"][step] for r in annealed], marker="*", s=90)  # fmt: skip
     top_axis.set_ylabel("validation top-1\n(teacher-forced)")
     top_axis.legend(fontsize=8)
-    tau_axis.plot([r["tokens"] for r in annealed], [r["tau"] for r in annealed], marker="*",
-                  label="annealed head")  # fmt: skip
+    for dtype in dict.fromkeys(r["dtype"] for r in annealed):
+        of_dtype = [r for r in annealed if r["dtype"] == dtype]
+        tau_axis.plot([r["tokens"] for r in of_dtype], [r["tau"] for r in of_dtype], marker="*",
+                      label=f"annealed head, scored in {dtype}")  # fmt: skip
     shipped = records[-1]["shipped"]["end_to_end"]["tau"]
-    tau_axis.axhline(shipped, color="grey", linestyle="--", label="head shipped before")
+    tau_axis.axhline(shipped, color="grey", linestyle="--",
+                     label=f"head shipped before ({records[-1].get('dtype', 'float32')})")  # fmt: skip
     tau_axis.set_ylabel("validation tau\n(greedy, tree 8/4/4)")
     tau_axis.set_xlabel("training tokens seen")
     tau_axis.legend(fontsize=8)
