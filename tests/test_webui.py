@@ -519,7 +519,7 @@ def test_flags_defaults_and_variant_switches():
     assert webui.parse_args(["--no-eagle3"])[1].use_eagle3 is False
     assert webui.parse_args(["--use-eagle3"])[1].use_eagle3 is True
     assert webui.parse_args(["--max-new-tokens", "64"])[0].max_new_token == 64
-    assert spec.lookup is None  # the shipped head's tree.json turns no lookup on
+    assert spec.lookup == LookupSettings()  # the shipped head's tree.json turns it on
     assert webui.parse_args(["--lookup"])[1].lookup == LookupSettings()
     lookup = webui.parse_args(["--lookup-max-tokens", "5", "--lookup-matches", "2"])[1].lookup
     assert lookup == LookupSettings(max_tokens=5, matches=2)  # a --lookup-* flag turns it on
