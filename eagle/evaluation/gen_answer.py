@@ -26,6 +26,8 @@ Example (then compare with ``python -m eagle.evaluation.speed``)::
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -297,9 +299,6 @@ def machine_name(device: str) -> str:
     ``/proc/cpuinfo``, else ``platform.processor()``) and its core count."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    import os
-    import platform
-
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
