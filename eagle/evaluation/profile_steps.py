@@ -13,11 +13,19 @@ The models come from the flags every command shares
 12 layers, vocab 32000) and a random EAGLE-1 head instead, so acceptance is near zero: the
 split, not the speedup, is what it measures.
 
-With ``--lookup`` (or any ``--lookup-*`` flag) a third method is timed in the same rounds:
-EAGLE with drafts from the context (``eagle.model.lookup``). The random prompt makes a match
-unlikely, so its speed against plain EAGLE is the cost of the switched-on lookup when nothing
-matches; the lookup's own work per step (index update, matching, merge into the tree) is then
-timed alone by replaying the same tokens.
+With ``--lookup`` (or any ``--lookup-*`` flag) two more methods are timed in the same rounds:
+EAGLE with drafts from the context (``eagle.model.lookup``), and EAGLE with the lookup's whole
+work done every step (index update, matching, merge into the tree) and its branches thrown
+away. The second decodes exactly plain EAGLE's trees, tokens and steps, so its time against
+plain EAGLE's is what the switched-on lookup costs a step that gains nothing from it: an upper
+bound on a step where nothing matches (that step skips the merge). It is the "no match"
+measurement even where the model repeats itself, which a small model does on most prompts,
+random ones included. The lookup's own work per step is then timed alone by replaying the
+tokens of the last run.
+
+``--prompt random-tokens`` (default) times one prompt of ``--prompt-tokens`` random token ids;
+``--prompt random-words`` times the first ``--prompts`` of the 16 ``random_words`` benchmark
+prompts (``eagle.benchmarks``) in the model's chat template, each method in turn per prompt.
 """
 
 from __future__ import annotations
@@ -28,7 +36,43 @@ import time
 
 import torch
 
+from eagle.model.generate import GenerationConfig, SectionTimer, decode
 from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
+from eagle.model.lookup import ContextIndex, LookupSettings, LookupState, merge_chains
+from eagle.model.tree import TreeBuffers, build_tree
+
+PROMPTS = ("random-tokens", "random-words")
+
+
+class DiscardedLookup:
+    """A proposer that does the lookup's work on top of ``base`` and drafts ``base``'s tree.
+
+    Each step: ``base``'s tree, the context index updated, its continuations matched and merged
+    into a copy of the tree, which is then dropped. Tokens and steps are ``base``'s alone.
+    """
+
+    def __init__(self, base, settings: LookupSettings) -> None:
+        self.base = base
+        self.settings = settings
+
+    @property
+    def feature_layers(self) -> tuple[int, ...] | None:
+        return self.base.feature_layers
+
+    @property
+    def max_tree_depth(self) -> int:
+        return self.base.max_tree_depth
+
+    def start(self) -> LookupState:
+        return LookupState(self.base.start(), ContextIndex(self.settings))
+
+    def propose(self, state: LookupState, features, next_tokens) -> TreeBuffers:
+        tree = self.base.propose(state.base, features, next_tokens)
+        state.index.extend(next_tokens.tolist())
+        chains = state.index.continuations()
+        if chains:
+            merge_chains(tree, chains)  # the work is done, the branches are dropped
+        return tree
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
@@ -39,11 +83,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ModelSpec]:
         action="store_true",
         help="profile a random ~124M Llama and a random EAGLE-1 head instead of the paths",
     )
+    p.add_argument(
+        "--prompt",
+        choices=PROMPTS,
+        default=PROMPTS[0],
+        help="random token ids (one prompt) or the random_words benchmark's prompts",
+    )
+    p.add_argument("--prompts", type=int, default=16, help="random-words prompts to time")
     p.add_argument("--prompt-tokens", type=int, default=128, help="random prompt length")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens to generate per run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each method")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
+    for name in ("prompts", "prompt_tokens", "new_tokens", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.prompt == "random-words" and args.random_target:
+        p.error("--prompt random-words needs a tokenizer: drop --random-target")
     return args, checked_model_spec(p, args, need_head=not args.random_target)
 
 
@@ -73,67 +129,117 @@ def random_llama(spec: ModelSpec):
     return EaModel(target, head.to(spec.device, dtype).eval(), None, tree, eos_ids=set())
 
 
-def main(argv: list[str] | None = None) -> None:
-    from eagle.model.generate import GenerationConfig, SectionTimer
+def prompts(args: argparse.Namespace, model) -> list[torch.Tensor]:
+    """The prompts to time, as [1, L] ids on the target's device."""
+    device = model.target.device
+    if args.prompt == "random-tokens":
+        generator = torch.Generator().manual_seed(1)
+        ids = torch.randint(
+            0, model.target.vocab_size, (1, args.prompt_tokens), generator=generator
+        )
+        return [ids.to(device)]
+    from eagle.benchmarks import load_questions
+    from eagle.chat.templates import prompt_ids, resolve_template
 
+    template = resolve_template("auto", model.tokenizer)
+    questions = load_questions("random_words", end=args.prompts)
+    return [
+        torch.tensor([prompt_ids(model.tokenizer, template, [{"role": "user", "content": q.turns[0]}])],
+                     device=device)
+        for q in questions
+    ]  # fmt: skip
+
+
+@dataclasses.dataclass
+class Tally:
+    """One method's timed sections, iterations (target steps after the prefill) and tokens."""
+
+    timer: SectionTimer
+    iterations: int = 0
+    tokens: int = 0  # generated after the prefill's token
+    outputs: list = dataclasses.field(default_factory=list)
+    last_steps: list = dataclasses.field(default_factory=list)
+
+    def add(self, steps: list) -> None:
+        self.iterations += len(steps) - 1
+        self.tokens += steps[-1].new_tokens - 1
+        self.outputs.append((steps[-1].ids[0].tolist(), len(steps)))  # tokens, target steps
+        self.last_steps = steps
+
+    @property
+    def seconds(self) -> float:  # the prefill, timed on its own, is no iteration
+        return sum(v for k, v in self.timer.seconds.items() if k != "prefill")
+
+
+def main(argv: list[str] | None = None) -> None:
     args, spec = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = random_llama(spec) if args.random_target else load_ea_model(spec)
-    vocab = model.target.vocab_size
-    prompt = torch.randint(
-        0, vocab, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1)
-    ).to(model.target.device)
-    run = GenerationConfig(
-        max_new_tokens=args.new_tokens, max_length=args.prompt_tokens + args.new_tokens + 1
-    )
+    inputs = prompts(args, model)
+    longest = max(ids.shape[1] for ids in inputs)
+    run = GenerationConfig(max_new_tokens=args.new_tokens, max_length=longest + args.new_tokens + 1)
     for use_draft in (False, True):  # warm-up
-        list(model.generate_steps(prompt, use_draft=use_draft, max_new_tokens=8))
-    naive, eagle, both = SectionTimer(), SectionTimer(), SectionTimer()
-    naive_steps = eagle_steps = eagle_tokens = 0
-    lookup_steps: list = []
+        list(model.generate_steps(inputs[0], use_draft=use_draft, max_new_tokens=8))
+    lookup = spec.lookup
+    names = ["naive", "eagle"] + (["lookup", "discarded"] if lookup is not None else [])
+    tallies = {name: Tally(SectionTimer()) for name in names}
     off = dataclasses.replace(run, lookup=False)
     for _ in range(args.repeats):  # interleaved, same process
-        steps = list(model.generate_steps(prompt, use_draft=False, timer=naive, config=off))
-        naive_steps += len(steps) - 1
-        steps = list(model.generate_steps(prompt, use_draft=True, timer=eagle, config=off))
-        eagle_steps += len(steps) - 1
-        eagle_tokens += steps[-1].new_tokens - 1
-        if spec.lookup is not None:
-            on = dataclasses.replace(run, lookup=spec.lookup)
-            lookup_steps = list(model.generate_steps(prompt, use_draft=True, timer=both, config=on))
-    print(f"tree: {model.tree}")
-    naive_seconds = sum(naive.seconds.values()) - naive.seconds["prefill"]
-    print(f"naivegenerate: {1e3 * naive_seconds / naive_steps:.2f} ms per decode step")
-    parts = dict(eagle.seconds)
-    del parts["prefill"]  # per-iteration time: the prefill, timed on its own, is no iteration
-    total = sum(parts.values())
+        for ids in inputs:
+            for name, tally in tallies.items():
+                if name == "discarded" and lookup is not None:
+                    proposer = DiscardedLookup(model.drafter, lookup)
+                    steps = decode(
+                        model.target, proposer, ids, off, model.eos_ids, None, tally.timer
+                    )
+                else:
+                    config = (
+                        dataclasses.replace(run, lookup=spec.lookup) if name == "lookup" else off
+                    )
+                    steps = model.generate_steps(
+                        ids, use_draft=name != "naive", timer=tally.timer, config=config
+                    )
+                tally.add(list(steps))
+    print(f"tree: {model.tree}; {len(inputs)} prompt(s) ({args.prompt}) x {args.repeats} runs")
+    naive = tallies["naive"]
+    print(f"naivegenerate: {1e3 * naive.seconds / naive.iterations:.2f} ms per decode step")
+    eagle = tallies["eagle"]
+    parts = {k: v for k, v in eagle.timer.seconds.items() if k != "prefill"}
     print(
-        f"eagenerate: {1e3 * total / eagle_steps:.2f} ms per iteration, "
-        f"{eagle_tokens / eagle_steps:.2f} tokens per iteration"
+        f"eagenerate: {1e3 * eagle.seconds / eagle.iterations:.2f} ms per iteration, "
+        f"{eagle.tokens / eagle.iterations:.2f} tokens per iteration"
     )
     for name in ("draft", "verify", "other"):
         share = parts.get(name, 0.0)
-        print(f"  {name:6s} {1e3 * share / eagle_steps:8.2f} ms  {100 * share / total:5.1f}%")
+        print(
+            f"  {name:6s} {1e3 * share / eagle.iterations:8.2f} ms  "
+            f"{100 * share / eagle.seconds:5.1f}%"
+        )
     if spec.lookup is not None:
-        report_lookup(spec.lookup, both, lookup_steps, args.repeats, total / eagle_steps)
+        report_lookup(spec.lookup, tallies, args.repeats)
 
 
-def report_lookup(settings, timer, steps: list, repeats: int, eagle_iteration: float) -> None:
-    """EAGLE + lookup against EAGLE (per iteration), and the lookup's own cost per step."""
-    from eagle.model.lookup import ContextIndex, merge_chains
-    from eagle.model.tree import build_tree
-
-    iterations = repeats * (len(steps) - 1)
-    seconds = sum(v for k, v in timer.seconds.items() if k != "prefill")
-    accepted = sum(int(s.accepted_from_context.sum()) for s in steps[1:]
+def report_lookup(settings: LookupSettings, tallies: dict, repeats: int) -> None:
+    """EAGLE + lookup and EAGLE + discarded lookup against EAGLE, and the lookup's own cost."""
+    eagle, both, discarded = tallies["eagle"], tallies["lookup"], tallies["discarded"]
+    per_token = eagle.seconds / eagle.tokens
+    accepted = sum(int(s.accepted_from_context.sum()) for s in both.last_steps[1:]
                    if s.accepted_from_context is not None)  # fmt: skip
     print(
-        f"eagenerate + lookup ({settings}): {1e3 * seconds / iterations:.2f} ms per iteration, "
-        f"{(steps[-1].new_tokens - 1) / (len(steps) - 1):.2f} tokens per iteration, "
+        f"eagenerate + lookup ({settings}): {1e3 * both.seconds / both.iterations:.2f} ms per "
+        f"iteration, {both.tokens / both.iterations:.2f} tokens per iteration, "
         f"{accepted} tokens accepted from the context in the last run; "
-        f"iteration time {seconds / iterations / eagle_iteration:.3f}x plain EAGLE's"
+        f"time per token {both.seconds / both.tokens / per_token:.3f}x plain EAGLE's"
     )
+    same = discarded.outputs == eagle.outputs
+    print(
+        f"eagenerate + lookup with its drafts discarded (the no-match cost): "
+        f"{1e3 * discarded.seconds / discarded.iterations:.2f} ms per iteration; "
+        f"time per token {discarded.seconds / discarded.tokens / per_token:.3f}x plain EAGLE's; "
+        f"tokens and steps {'identical to' if same else 'DIFFERENT from'} plain EAGLE's"
+    )
+    steps = both.last_steps
     ids = steps[-1].ids[0].tolist()
     prompt = len(ids) - steps[-1].new_tokens
     cuts = [prompt + s.new_tokens for s in steps]  # the ids known at each step
