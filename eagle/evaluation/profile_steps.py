@@ -38,33 +38,29 @@ import torch
 
 from eagle.model.generate import GenerationConfig, SectionTimer, decode
 from eagle.model.loading import ModelSpec, add_model_flags, checked_model_spec, load_ea_model
-from eagle.model.lookup import ContextIndex, LookupSettings, LookupState, merge_chains
+from eagle.model.lookup import (
+    ContextIndex,
+    ContextProposer,
+    LookupSettings,
+    LookupState,
+    merge_chains,
+)
 from eagle.model.tree import TreeBuffers, build_tree
 
 PROMPTS = ("random-tokens", "random-words")
 
 
-class DiscardedLookup:
-    """A proposer that does the lookup's work on top of ``base`` and drafts ``base``'s tree.
+class DiscardedLookup(ContextProposer):
+    """A ``ContextProposer`` that does the lookup's work on top of ``base`` and drafts ``base``'s
+    tree.
 
     Each step: ``base``'s tree, the context index updated, its continuations matched and merged
     into a copy of the tree, which is then dropped. Tokens and steps are ``base``'s alone.
     """
 
-    def __init__(self, base, settings: LookupSettings) -> None:
-        self.base = base
-        self.settings = settings
-
-    @property
-    def feature_layers(self) -> tuple[int, ...] | None:
-        return self.base.feature_layers
-
     @property
     def max_tree_depth(self) -> int:
         return self.base.max_tree_depth
-
-    def start(self) -> LookupState:
-        return LookupState(self.base.start(), ContextIndex(self.settings))
 
     def propose(self, state: LookupState, features, next_tokens) -> TreeBuffers:
         tree = self.base.propose(state.base, features, next_tokens)
