@@ -58,6 +58,12 @@ def _run(data, outdir, *flags: str) -> int:
         (["--part", "-1", "--num-parts", "2"], "--part must be >= 0, got -1"),
         (["--max-turns", "0"], "--max-turns must be >= 1, got 0"),
         (["--split", "test"], "argument --split: invalid choice"),
+        (["--answer-last-turn", "--max-turns", "2"], "--answer-last-turn needs --regenerate"),
+        (["--answer-last-turn", "--regenerate"], "needs --regenerate and --max-turns N"),
+        (
+            ["--answer-last-turn", "--regenerate", "--max-turns", "2", "--regen-temperature", "1"],
+            "--answer-last-turn answers greedily in one pass",
+        ),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(tmp_path, flags, message, capsys, no_model):

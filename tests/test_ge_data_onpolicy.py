@@ -34,6 +34,26 @@ def _frequent_tokens(target, prompts, settings, capture, how_many: int) -> set[i
     return set(counts.topk(how_many).indices.tolist())
 
 
+def _stored_samples(out) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every sample stored in the folder ``out``: id -> (input_ids, loss_mask)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    samples = {}
+    for entry in manifest["shards"]:
+        shard = load_file(out / entry["file"])
+        with safe_open(out / entry["file"], "pt") as handle:
+            ids_in_shard = json.loads(handle.metadata()["ids"])
+        offsets = shard["offsets"].tolist()
+        for i, sample_id in enumerate(ids_in_shard):
+            span = slice(offsets[i], offsets[i + 1])
+            samples[sample_id] = shard["input_ids"][span].long(), shard["loss_mask"][span]
+    return samples
+
+
 @pytest.mark.parametrize(
     ("arch", "attn", "aux"),
     [("llama", "sdpa", (1, 2, 3)), ("qwen3", "sdpa", (1, 2, 3)), ("llama", "eager", None)],
@@ -134,8 +154,6 @@ def test_ge_data_captures_written_answers_and_decodes_only_the_missing(tmp_path,
     import json
 
     from helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     from eagle.ge_data.main import main
@@ -171,19 +189,76 @@ def test_ge_data_captures_written_answers_and_decodes_only_the_missing(tmp_path,
     assert sorted(r["id"] for r in written) == [f"c{i}" for i in range(5)]
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "target")
     answers = {}
-    for entry in manifest["shards"]:
-        shard = load_file(out / entry["file"])
-        with safe_open(out / entry["file"], "pt") as handle:
-            ids_in_shard = json.loads(handle.metadata()["ids"])
-        offsets = shard["offsets"].tolist()
-        for i, sample_id in enumerate(ids_in_shard):
-            ids = shard["input_ids"][offsets[i] : offsets[i + 1]].long()
-            mask = shard["loss_mask"][offsets[i] : offsets[i + 1]].bool()
-            answer = [t for t in ids[mask].tolist() if t != 2]
-            answers[sample_id] = tokenizer.decode(answer, skip_special_tokens=True).strip()
+    for sample_id, (ids, mask) in _stored_samples(out).items():
+        answer = [t for t in ids[mask.bool()].tolist() if t != 2]
+        answers[sample_id] = tokenizer.decode(answer, skip_special_tokens=True).strip()
     assert sorted(answers) == [f"c{i}" for i in range(5)]
     for sample_id, text in planted.items():
         assert answers[sample_id] == text  # captured from the file, not decoded again
     decoded = {r["id"]: r["conversations"][1]["value"] for r in written}
     for sample_id in ("c0", "c2", "c4"):
         assert answers[sample_id] == decoded[sample_id] != planted.get(sample_id)
+
+
+def test_ge_data_answers_the_last_turn_after_the_given_ones(tmp_path, caplog):
+    """`--max-turns 2 --answer-last-turn`: the first exchange stays as the data has it, the
+    target answers the second question in one pass and the loss covers that answer alone; a
+    conversation with one question is skipped. Captured again from the written answers (a
+    restored campaign file), the loss still covers the last answer alone."""
+    import json
+    import shutil
+
+    from helpers import make_model, save_chat_target_dir, word_conversations, write_jsonl
+    from transformers import AutoTokenizer
+
+    from eagle.chat.templates import prompt_ids, resolve_template
+    from eagle.ge_data.main import main
+
+    save_chat_target_dir(make_model("llama", seed=3), tmp_path / "target")
+    records = word_conversations(8, seed=4)
+    write_jsonl(tmp_path / "data.jsonl", records)
+    two = {r["id"]: r for r in records if len(r["conversations"]) >= 4}
+    assert 2 <= len(two) < len(records)  # both kinds are present
+
+    def run(out):
+        argv = [
+            "--base-model-path", str(tmp_path / "target"), "--data", str(tmp_path / "data.jsonl"),
+            "--outdir", str(out), "--dtype", "float32", "--regenerate", "--max-turns", "2",
+            "--answer-last-turn", "--regen-max-new-tokens", "6", "--regen-batch-size", "2",
+            "--variants", "eagle3", "--aux-layers", "1,2,3", "--target-topk", "4", "--quiet",
+        ]  # fmt: skip
+        assert main(argv) == 0
+        return _stored_samples(out)
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "target")
+    template = resolve_template("auto", tokenizer)
+    samples = run(tmp_path / "out")
+    assert sorted(samples) == sorted(two)
+    written = {
+        json.loads(line)["id"]: json.loads(line)["conversations"]
+        for line in (tmp_path / "out" / "regenerated.jsonl").open()
+    }
+    assert sorted(written) == sorted(two)
+    for sample_id, (ids, mask) in samples.items():
+        given = two[sample_id]["conversations"]
+        assert written[sample_id][:3] == given[:3]  # the first exchange and the question as given
+        roles = {"human": "user", "gpt": "assistant"}
+        messages = [{"role": roles[t["from"]], "content": t["value"]} for t in given[:3]]
+        prompt = prompt_ids(tokenizer, template, messages)
+        assert ids[: len(prompt)].tolist() == prompt
+        assert not mask[: len(prompt)].any() and mask[len(prompt) :].all()  # the answer alone
+        answer = tokenizer.decode([t for t in ids[len(prompt) :].tolist() if t != 2])
+        assert answer.strip() == written[sample_id][3]["value"]
+
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(tmp_path / "out" / "regenerated.jsonl", again / "regenerated.jsonl")
+    with caplog.at_level("INFO", logger="eagle.ge_data"):
+        captured = run(again)
+    assert "answered and captured 0 conversations" in caplog.text  # all came from the file
+    for sample_id, (_ids, mask) in captured.items():
+        runs = torch.diff(torch.cat([torch.zeros(1), mask.float(), torch.zeros(1)])).abs().sum()
+        assert runs == 2  # one masked span: the last answer (and its end-of-turn token) ...
+        messages = [{"role": roles[t["from"]], "content": t["value"]} for t in written[sample_id]]
+        prompt = prompt_ids(tokenizer, template, messages[:3])
+        assert int(mask.argmax()) == len(prompt)  # ... which starts after the second question

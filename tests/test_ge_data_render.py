@@ -104,6 +104,15 @@ def test_chatml_mask_keeps_a_system_message_unmasked(smollm2_tokenizer):
     )
 
 
+def test_last_reply_only_masks_the_last_reply_and_nothing_else_changes():
+    tokenizer = byte_tokenizer()
+    full = render_example(tokenizer, CONVERSATION, "chatml")
+    last = render_example(tokenizer, CONVERSATION, "chatml", last_reply_only=True)
+    assert torch.equal(last.input_ids, full.input_ids)
+    assert masked_runs(tokenizer, last) == [REPLY[-1] + "<|im_end|>"]
+    assert (last.loss_mask <= full.loss_mask).all()
+
+
 def test_llama3_mask(smollm2_tokenizer):
     tokenizer = copy.deepcopy(smollm2_tokenizer)
     tokenizer.add_special_tokens(

@@ -168,11 +168,67 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
     _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first_v1 + 1))
     assert f"--data {tmp_path}/pool-v1.jsonl" in data
     assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and f"data-c{first_v1 + 1}" in data
+    last_v1 = first_v1 + recipe.POOLS[1][1] - 1
+    assert recipe.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
+    assert "--max-turns 1 " in data and "--answer-last-turn" not in data
     last = sum(chunks for _, chunks in recipe.POOLS) - 1
-    assert recipe.chunk_slice(last) == ("pool-v1.jsonl", (last - first_v1) * 1000)
     with pytest.raises(SystemExit):
         _commands(tmp_path, capsys, "--chunk", str(last + 1))
     assert "past the training pools" in capsys.readouterr().err
+
+
+def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys):
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+    first = recipe.POOLS[0][1] + recipe.POOLS[1][1]
+    assert recipe.chunk_slice(first + 1) == (recipe.TURN2_POOL, 1000)
+    _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first + 1))
+    assert f"--data {tmp_path}/{recipe.TURN2_POOL} --offset 1000 " in data
+    assert "--max-turns 2 --answer-last-turn" in data
+    assert f"--max-len {recipe.MAX_LEN_TURN2} " in data
+
+
+def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign, monkeypatch):
+    """Each follow-up conversation: the first question, the target's committed answer to it,
+    the source's second question; conversations with one question, and second questions that
+    are benchmark prompts, are left out; the committed files' order is kept."""
+    from helpers import write_jsonl
+
+    from eagle.benchmarks import load_questions
+    from eagle.ge_data import sharegpt
+
+    def turns(*texts):
+        roles = ("human", "gpt")
+        return [{"from": roles[i % 2], "value": t} for i, t in enumerate(texts)]
+
+    benchmark = load_questions("mt_bench")[0].turns[0]
+    source = [
+        {"id": "a", "conversations": turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3")},
+        {"id": "b", "conversations": turns("qb1", "sb1")},  # one question
+        {"id": "c", "conversations": turns("qc1", "sc1", benchmark, "sc2")},
+        {"id": "d", "conversations": turns("qd1", "sd1", "qd2", "sd2")},
+    ]
+    write_jsonl(tmp_path / "src.jsonl", source)
+    monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
+    monkeypatch.setattr(recipe, "TURN2_FROM", range(2, 4))
+    campaign.mkdir()
+    with pytest.raises(SystemExit, match=r"answers-c2\.jsonl"):
+        recipe.write_turn2_pool(tmp_path / "w")
+    write_jsonl(campaign / "answers-c2.jsonl", [
+        {"id": "d", "conversations": turns("qd1", "target's d")},
+        {"id": "b", "conversations": turns("qb1", "target's b")},
+    ])  # fmt: skip
+    write_jsonl(campaign / "answers-c3.jsonl", [
+        {"id": "c", "conversations": turns("qc1", "target's c")},
+        {"id": "a", "conversations": turns("qa1", "target's a")},
+    ])  # fmt: skip
+    (tmp_path / "w").mkdir()
+    pool = recipe.write_turn2_pool(tmp_path / "w")
+    records = [json.loads(line) for line in pool.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["d", "a"]
+    assert records[1]["conversations"] == turns("qa1", "target's a", "qa2", "sa2")
 
 
 def test_pools_of_another_size_are_refused(tmp_path, monkeypatch):

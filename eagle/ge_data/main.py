@@ -189,11 +189,14 @@ def run_regeneration(
 
 
 def answers_in_one_pass(args: argparse.Namespace) -> bool:
-    """Regenerated first turns, answered greedily, are stored as they are decoded
-    (`eagle.ge_data.onpolicy`): no second forward over the conversation. Answers the
+    """Regenerated first turns (or, with ``--answer-last-turn``, last turns), answered greedily,
+    are stored as they are decoded (`eagle.ge_data.onpolicy`): no second forward over the
+    conversation. Answers the
     regenerated file already holds (an earlier ``--regen-only`` run, another folder's, a
     restored campaign file) are captured as they are; only the missing ones are decoded."""
-    if args.max_turns != 1 or args.regen_temperature > 0.0 or args.regen_only:
+    if args.regen_temperature > 0.0 or args.regen_only:
+        return False
+    if args.max_turns != 1 and not args.answer_last_turn:
         return False
     return args.num_parts is None
 
@@ -215,7 +218,8 @@ def run_one_pass(
     writer: ShardWriter,
     aux: tuple[int, ...] | None,
 ) -> None:
-    """Answer the first turns and store their features in the same pass."""
+    """Answer the first (or, with ``--answer-last-turn``, the last) turns and store their
+    features in the same pass."""
     from eagle.ge_data.onpolicy import answer_conversations
 
     capture = CaptureSettings(
@@ -228,8 +232,9 @@ def run_one_pass(
     with tqdm(
         total=len(conversations), desc="answer+capture", unit="conv", disable=args.quiet
     ) as bar:
+        turn = args.max_turns if args.answer_last_turn else 1
         stats = answer_conversations(
-            chat, conversations, writer, capture, settings, regen_output(args), progress=bar
+            chat, conversations, writer, capture, settings, regen_output(args), bar, turn
         )
     logger.info("%s -> %s", stats.summary(), regen_output(args))
 
@@ -246,8 +251,9 @@ def _rendered(
     for conversation in conversations:
         skipped = sum(stats.skipped.values())
         yield from render_conversations(
-            tokenizer, [conversation], template, args.max_len, args.length_policy, stats
-        )
+            tokenizer, [conversation], template, args.max_len, args.length_policy, stats,
+            last_reply_only=args.answer_last_turn,
+        )  # fmt: skip
         if sum(stats.skipped.values()) > skipped:
             bar.update(1)
 

@@ -287,8 +287,13 @@ def answer_conversations(
     settings: RegenSettings,
     output: str | Path,
     progress: Any | None = None,
+    turn: int = 1,
 ) -> OnPolicyStats:
-    """First turns answered by the target and stored through ``writer`` in one pass.
+    """User turn ``turn`` answered by the target and stored through ``writer`` in one pass.
+
+    The conversation's earlier turns are kept as given (turn 1: the first user turn alone), so
+    the loss covers the target's answer alone; a conversation with fewer user turns is skipped
+    ("fewer_turns").
 
     ``chat`` is an ``eagle.ge_data.regenerate.ChatTarget``; ``writer`` a
     ``eagle.ge_data.capture.ShardWriter`` (resuming skips the ids it has stored). The answers
@@ -306,8 +311,13 @@ def answer_conversations(
     for conversation in conversations:
         if conversation.id in stored:
             continue
-        first = conversation.first_turns(1)
-        messages = first.messages()[:-1]  # up to the first user turn
+        first = conversation.first_turns(turn)
+        if len(first.turns) < 2 * turn:
+            stats.skipped["fewer_turns"] += 1
+            if progress is not None:
+                progress.update(1)
+            continue
+        messages = first.messages()[:-1]  # up to user turn ``turn``
         prompt = chat.encode_prompt(messages)
         if max_len is not None and len(prompt) >= max_len:
             stats.skipped["prompt_reached_max_len"] += 1
@@ -347,8 +357,7 @@ def answer_conversations(
             stats.samples += 1
             stats.tokens += sample.input_ids.numel()
             if conversation.id not in written:
-                user = conversation.turns[0]
-                turns = (user, (ASSISTANT, text))
+                turns = (*conversation.turns[:-1], (ASSISTANT, text))
                 records.append(to_record(replace(conversation, turns=turns)))
         with open(output, "a", encoding="utf-8") as stream:
             stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

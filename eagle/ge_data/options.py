@@ -153,6 +153,13 @@ def _add_regen_args(p: argparse.ArgumentParser) -> None:
         "--regen-batch-size", type=int, default=8, help="conversations generated together"
     )
     p.add_argument("--regen-seed", type=int, default=0, help="seed of regeneration sampling")
+    p.add_argument(
+        "--answer-last-turn",
+        action="store_true",
+        help="with --regenerate and --max-turns N: keep the first N-1 turns as the data has them "
+        "and let the target answer only the N-th user turn (greedy, in one pass); the loss "
+        "covers that answer alone. For follow-up questions after answers of the target's own",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -218,6 +225,15 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--part must be in 0..{args.num_parts - 1}, got {args.part}")
     if args.regen_only and not args.regenerate:
         parser.error("--regen-only needs --regenerate")
+    if args.answer_last_turn and not (args.regenerate and args.max_turns is not None):
+        parser.error("--answer-last-turn needs --regenerate and --max-turns N")
+    if args.answer_last_turn and (
+        args.regen_temperature > 0.0 or args.regen_only or args.num_parts is not None
+    ):
+        parser.error(
+            "--answer-last-turn answers greedily in one pass: it takes --regen-temperature 0, "
+            "no --regen-only and no --part/--num-parts"
+        )
     _check_paths(args, parser)
     spec = checked_model_spec(parser, args, need_head=False, tree=False)
     args.device, args.dtype = spec.device, spec.dtype  # auto resolved
@@ -301,6 +317,7 @@ def run_settings(
             "offset": args.offset,
             "seed": args.seed,
             "max_turns": args.max_turns,
+            **({"answer_last_turn": True} if args.answer_last_turn else {}),
             "distinct_openings": args.distinct_openings,
             **({"split": args.split} if args.split != "all" else {}),
             "length_policy": args.length_policy,

@@ -152,9 +152,14 @@ def _keep_first_trailing_special(tokens: range, ids: list[int], special: set[int
 
 
 def tokenize_with_mask(
-    tokenizer: Any, template: ChatTemplate, messages: Sequence[dict[str, str]]
+    tokenizer: Any,
+    template: ChatTemplate,
+    messages: Sequence[dict[str, str]],
+    last_reply_only: bool = False,
 ) -> tuple[list[int], list[int]]:
-    """Token ids of the rendered chat and the loss mask (same length), before any truncation."""
+    """Token ids of the rendered chat and the loss mask (same length), before any truncation.
+
+    ``last_reply_only`` masks the last assistant reply alone (earlier replies are context)."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(
             "tokenizer must be a fast (Rust) tokenizer: the loss mask needs "
@@ -172,7 +177,7 @@ def tokenize_with_mask(
     ends = list(_running_max(ends))
     special = special_token_ids(tokenizer)
     mask = [0] * len(ids)
-    for span in spans:
+    for span in spans[-1:] if last_reply_only else spans:
         for k in _keep_first_trailing_special(_span_tokens(offsets, ends, span), ids, special):
             mask[k] = int(offsets[k][1] > offsets[k][0])
     return ids, mask
@@ -199,9 +204,11 @@ def _render(
     template: ChatTemplate,
     max_len: int | None,
     policy: str,
+    last_reply_only: bool = False,
 ) -> RenderedExample | str:
     """The example, or the reason it is skipped ("too_long" or "no_loss_tokens")."""
-    ids, mask = tokenize_with_mask(tokenizer, template, conversation.messages())
+    messages = conversation.messages()
+    ids, mask = tokenize_with_mask(tokenizer, template, messages, last_reply_only)
     truncated = max_len is not None and len(ids) > max_len
     if truncated and policy == "drop":
         return "too_long"
@@ -223,6 +230,7 @@ def render_example(
     template: ChatTemplate | str = "auto",
     max_len: int | None = None,
     policy: str = "truncate",
+    last_reply_only: bool = False,
 ) -> RenderedExample | None:
     """Render one conversation to `input_ids` [L] and `loss_mask` [L] (L <= max_len).
 
@@ -232,13 +240,14 @@ def render_example(
         template: a `ChatTemplate` or a name for `resolve_template` ("auto": the tokenizer's own).
         max_len: the most tokens an example may have; None for no limit.
         policy: "truncate" (keep the first max_len tokens) or "drop" (skip longer examples).
+        last_reply_only: the loss mask covers the last assistant reply alone.
     Returns:
         the example, or None when it is dropped for length or has no assistant token left.
     """
     _check_length_args(max_len, policy)
     if isinstance(template, str):
         template = resolve_template(template, tokenizer)
-    result = _render(tokenizer, conversation, template, max_len, policy)
+    result = _render(tokenizer, conversation, template, max_len, policy, last_reply_only)
     return None if isinstance(result, str) else result
 
 
@@ -249,6 +258,7 @@ def render_conversations(
     max_len: int | None = None,
     policy: str = "truncate",
     stats: RenderStats | None = None,
+    last_reply_only: bool = False,
 ) -> Iterator[RenderedExample]:
     """Render many conversations lazily (arguments as in `render_example`); skipped ones are
     counted in `stats.skipped` by reason ("too_long", "no_loss_tokens")."""
@@ -257,7 +267,7 @@ def render_conversations(
         template = resolve_template(template, tokenizer)
     stats = RenderStats() if stats is None else stats
     for conversation in conversations:
-        result = _render(tokenizer, conversation, template, max_len, policy)
+        result = _render(tokenizer, conversation, template, max_len, policy, last_reply_only)
         if isinstance(result, str):
             stats.skipped[result] += 1
             continue

@@ -12,7 +12,13 @@ so the same command continues an interrupted run:
    head of the campaign. Once the training pool is used up (chunks 0-4), the chunks take the
    first turns of v1's own selection (``WORKDIR/pool-v1.jsonl``, chunks 5-8): v1 saw
    ShareGPT's answers to them, the campaign trains on the target's own answers, and none of
-   them is in the validation pool (``POOLS`` gives the order);
+   them is in the validation pool (``POOLS`` gives the order). Then follow-up questions
+   (``WORKDIR/pool-turn2.jsonl``, written when its first chunk runs, from the committed answers
+   of chunks 2-8): for every conversation of those chunks whose source chat asks a second
+   question, the first question, the target's own committed answer and that second question,
+   which the target answers (``eagle.ge_data --max-turns 2 --answer-last-turn``: the loss
+   covers the new answer alone, the first answer was trained on in its own chunk). MT-bench
+   asks second turns too, and this is the prompt data left once every first turn is used;
 1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
    regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
    captures their features;
@@ -95,9 +101,15 @@ SHIPPED = HERE.parent / "model" / "heads" / "smollm2-135m-instruct-eagle3"
 TARGET = "smollm2-135m-instruct"
 CHUNK_CONVERSATIONS = 1000
 # the training pools in campaign order, with the chunks each one makes (its prompts in slices of
-# CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000
-POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4))
+# CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000, then
+# 4,321 follow-up questions (TURN2_POOL)
+TURN2_POOL = "pool-turn2.jsonl"
+POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5))
+# the chunks whose committed first-turn answers open the follow-up conversations (chunks 0 and
+# 1 kept no answer file)
+TURN2_FROM = range(2, 9)
 MAX_LEN = 768
+MAX_LEN_TURN2 = 1024  # question, the target's first answer, follow-up question and its answer
 NEW_TOKENS = 256  # most tokens of an answer
 ANSWER_BATCH = 64  # prompts answered together (one-pass decode)
 # Continuing a trained head, 6e-4 kept more of it than the config's 2e-3 (one epoch from v1,
@@ -163,6 +175,55 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
     return paths
 
 
+def write_turn2_pool(workdir: Path) -> Path:
+    """The follow-up pool ``WORKDIR/TURN2_POOL`` unless it exists, and its path.
+
+    For every conversation of the chunks ``TURN2_FROM`` (in chunk order, each in the order of
+    its committed answers file) whose ShareGPT source has a second user turn: the first
+    question, the target's own committed answer to it, and ShareGPT's second question (its
+    ShareGPT answer is a placeholder the data stage replaces with the target's). Second
+    questions that are MT-bench or HumanEval prompts are left out. No conversation of it is in
+    the validation pool: they all come from the training pools.
+    """
+    from dataclasses import replace
+
+    from eagle.benchmarks import load_questions
+    from eagle.ge_data.regenerate import read_regenerated, to_record
+    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
+
+    path = workdir / TURN2_POOL
+    if path.exists():
+        return path
+    files = [CAMPAIGN / f"answers-c{k}.jsonl" for k in TURN2_FROM]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(
+            f"{TURN2_POOL} is made from {CAMPAIGN}/answers-cK.jsonl: missing {missing}"
+        )
+    excluded = {
+        " ".join(t.split()).casefold()
+        for n in ("mt_bench", "humaneval")
+        for q in load_questions(n)
+        for t in q.turns
+    }
+    sources, _ = load_sharegpt(bundled_sharegpt_path(), openings_only=True)
+    by_id = {c.id: c for c in sources}
+    lines = []
+    for answers in files:
+        for chat_id, answered in read_regenerated(answers)[1].items():
+            source = by_id.get(chat_id)
+            if source is None or len(source.turns) < 4 or len(answered.turns) != 2:
+                continue
+            if " ".join(source.turns[2][1].split()).casefold() in excluded:
+                continue
+            chat = replace(answered, turns=(*answered.turns, *source.turns[2:4]))
+            lines.append(json.dumps(to_record(chat), ensure_ascii=False) + "\n")
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(lines), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
 def chunk_slice(chunk: int) -> tuple[str, int]:
     """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``)."""
     first = 0
@@ -179,6 +240,8 @@ def check_pools(workdir: Path) -> None:
     """Refuse pools whose sizes do not make the chunks ``POOLS`` counts on (a changed ShareGPT
     file or selection would silently move every chunk's slice)."""
     for name, chunks in POOLS:
+        if name == TURN2_POOL and not (workdir / name).exists():
+            continue  # written when its first chunk runs
         lines = (workdir / name).read_text(encoding="utf-8").count("\n")
         made = -(-lines // CHUNK_CONVERSATIONS)
         if made != chunks:
@@ -188,9 +251,10 @@ def check_pools(workdir: Path) -> None:
             )
 
 
-def _answer_flags(answers: Path, max_len: int) -> list[str]:
+def _answer_flags(answers: Path, max_len: int, turn: int = 1) -> list[str]:
+    last = ["--answer-last-turn"] if turn > 1 else []
     return [
-        "--max-turns", "1", "--max-len", str(max_len), "--regenerate",
+        "--max-turns", str(turn), *last, "--max-len", str(max_len), "--regenerate",
         "--regen-max-new-tokens", str(NEW_TOKENS), "--regen-batch-size", str(ANSWER_BATCH),
         "--regen-output", str(answers),
     ]  # fmt: skip
@@ -212,14 +276,16 @@ def val_args(workdir: Path, dtype: str, threads: int | None, regenerate: bool) -
 
 def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> list[str]:
     """Chunk ``chunk`` of the training data: the next slice of the training pool, answered by
-    the target and captured in one pass."""
+    the target and captured in one pass (in the follow-up pool, the second question is
+    answered after the first question and the target's committed answer to it)."""
     pool, offset = chunk_slice(chunk)
+    turn, max_len = (2, MAX_LEN_TURN2) if pool == TURN2_POOL else (1, MAX_LEN)
     return [
         *_capture_flags(dtype, threads),
         "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / pool),
         "--offset", str(offset), "--limit", str(CHUNK_CONVERSATIONS),
         "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
-        *_answer_flags(workdir / f"answers-c{chunk}.jsonl", MAX_LEN),
+        *_answer_flags(workdir / f"answers-c{chunk}.jsonl", max_len, turn),
     ]  # fmt: skip
 
 
@@ -425,7 +491,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     ]  # fmt: skip
     if args.print_commands:
         pools = " ".join(
-            str(workdir / name) for name in (POOLS[0][0], "pool-val.jsonl", POOLS[1][0])
+            str(workdir / name) for name in (POOLS[0][0], "pool-val.jsonl", POOLS[1][0], TURN2_POOL)
         )
         print(f"# pools (in process): {pools}")
         for module, _, stage_args in stages:
@@ -435,6 +501,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
+    if chunk_slice(chunk)[0] == TURN2_POOL:
+        write_turn2_pool(workdir)
     check_pools(workdir)
     if restore_answers(workdir, chunk):
         print(f"answers of chunk {chunk} restored from {CAMPAIGN}: only the missing are answered")
