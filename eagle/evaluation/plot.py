@@ -6,12 +6,14 @@ is drawn without pyplot, so no global backend is chosen or changed and no displa
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from eagle.evaluation.metrics import Report, Summary
 
 BAR_GROUP_WIDTH = 0.8
+TITLE_CHARS_PER_INCH = 13  # at font size 9, so a long title wraps instead of being cut
 
 
 def plot_report(report: Report, out: Path, title: str | None = None) -> None:
@@ -21,7 +23,8 @@ def plot_report(report: Report, out: Path, title: str | None = None) -> None:
     groups = dict(report.categories) if len(report.categories) > 1 else {}
     groups["overall"] = report.overall
     methods = [name for name in report.overall if name != report.baseline]
-    figure = figure_class(figsize=(max(6.0, 1.2 * len(groups)), 7.0))
+    width = max(6.0, 1.2 * len(groups))
+    figure = figure_class(figsize=(width, 7.0))
     speed_axis, tau_axis = figure.subplots(2, 1)
     _bars(speed_axis, groups, methods, "speedup_total")
     speed_axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
@@ -30,7 +33,7 @@ def plot_report(report: Report, out: Path, title: str | None = None) -> None:
     _bars(tau_axis, groups, methods, "tau")
     tau_axis.set_ylabel("tau (tokens per target step)")
     if title:
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(textwrap.fill(title, int(width * TITLE_CHARS_PER_INCH)), fontsize=9)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=150)
