@@ -11,6 +11,7 @@ from eagle.ge_data.feature_format import read_manifest, read_vocab
 from eagle.ge_data.vocab import draft_vocab_from_counts
 from eagle.model.checkpoint import load_head, save_head
 from eagle.model.draft_head import TargetParts
+from eagle.train import pools as campaign_pools
 from eagle.train import recipe
 
 
@@ -64,7 +65,7 @@ def test_first_chunk_answers_validation_and_trains_from_scratch(tmp_path, campai
     assert f"--data {tmp_path}/pool-train.jsonl" in data and "--offset 0 " in data
     assert "--regenerate" in data and "--max-turns 1" in data  # on-policy, one pass
     assert f"--regen-output {tmp_path}/answers-c0.jsonl" in data
-    assert "--target-topk 32" in data and f"--limit {recipe.CHUNK_CONVERSATIONS}" in data
+    assert "--target-topk 32" in data and f"--limit {campaign_pools.CHUNK_CONVERSATIONS}" in data
     assert stable.startswith("python -m eagle.train.main ") and "--init-head" not in stable
     assert "--schedule constant" in stable and f"--val-data {tmp_path}/val" in stable
     assert f"--lr {recipe.STABLE_LR}" in stable and f"--lr {recipe.STABLE_LR}" in anneal
@@ -80,7 +81,7 @@ def test_later_chunks_take_the_next_slice_and_continue_the_stable_head(tmp_path,
     (campaign / "curve.jsonl").write_text(json.dumps({"chunk": 0}) + "\n")
     _, val, data, stable, _ = _commands(tmp_path, capsys)
     assert "--regenerate" not in val and f"--data {campaign / 'val.jsonl'}" in val
-    assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and "data-c1" in data
+    assert f"--offset {campaign_pools.CHUNK_CONVERSATIONS} " in data and "data-c1" in data
     assert "answers-c1.jsonl" in data
     # the stable head moved onto the campaign's draft vocabulary (stage 3, in process)
     assert stable.endswith(f"--init-head {tmp_path}/init-c1")
@@ -144,8 +145,8 @@ def test_pools_leave_out_v1_training_and_split_by_chat(tmp_path, monkeypatch):
         record["id"] = f"chat{i}_0"
     write_jsonl(tmp_path / "src.jsonl", records)
     monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
-    monkeypatch.setattr(recipe, "V1_SELECTION", 10)
-    train, val = recipe.write_pools(tmp_path / "w")
+    monkeypatch.setattr(campaign_pools, "V1_SELECTION", 10)
+    train, val = campaign_pools.write_pools(tmp_path / "w")
     read = [[json.loads(x) for x in p.read_text().splitlines()] for p in (train, val)]
     ids = [{r["id"] for r in rows} for rows in read]
     v1, _ = sharegpt.load_sharegpt(tmp_path / "src.jsonl", limit=10, seed=0, openings_only=True)
@@ -164,14 +165,17 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
     (campaign / "val.jsonl").write_text("")
     (campaign / "stable").mkdir()
     (campaign / "stable" / "model.safetensors").write_text("")
-    first_v1 = recipe.POOLS[0][1]
+    first_v1 = campaign_pools.POOLS[0][1]
     _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first_v1 + 1))
     assert f"--data {tmp_path}/pool-v1.jsonl" in data
-    assert f"--offset {recipe.CHUNK_CONVERSATIONS} " in data and f"data-c{first_v1 + 1}" in data
-    last_v1 = first_v1 + recipe.POOLS[1][1] - 1
-    assert recipe.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
+    assert (
+        f"--offset {campaign_pools.CHUNK_CONVERSATIONS} " in data
+        and f"data-c{first_v1 + 1}" in data
+    )
+    last_v1 = first_v1 + campaign_pools.POOLS[1][1] - 1
+    assert campaign_pools.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
     assert "--max-turns 1 " in data and "--answer-last-turn" not in data
-    last = sum(chunks for _, chunks in recipe.POOLS) - 1
+    last = sum(chunks for _, chunks in campaign_pools.POOLS) - 1
     with pytest.raises(SystemExit):
         _commands(tmp_path, capsys, "--chunk", str(last + 1))
     assert "past the training pools" in capsys.readouterr().err
@@ -182,10 +186,10 @@ def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys)
     (campaign / "val.jsonl").write_text("")
     (campaign / "stable").mkdir()
     (campaign / "stable" / "model.safetensors").write_text("")
-    first = recipe.POOLS[0][1] + recipe.POOLS[1][1]
-    assert recipe.chunk_slice(first + 1) == (recipe.TURN2_POOL, 1000)
+    first = campaign_pools.POOLS[0][1] + campaign_pools.POOLS[1][1]
+    assert campaign_pools.chunk_slice(first + 1) == (campaign_pools.TURN2_POOL, 1000)
     _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first + 1))
-    assert f"--data {tmp_path}/{recipe.TURN2_POOL} --offset 1000 " in data
+    assert f"--data {tmp_path}/{campaign_pools.TURN2_POOL} --offset 1000 " in data
     assert "--max-turns 2 --answer-last-turn" in data
     assert f"--max-len {recipe.MAX_LEN_TURN2} " in data
 
@@ -212,10 +216,10 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
     ]
     write_jsonl(tmp_path / "src.jsonl", source)
     monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
-    monkeypatch.setattr(recipe, "TURN2_FROM", range(2, 4))
+    monkeypatch.setattr(campaign_pools, "TURN2_FROM", range(2, 4))
     campaign.mkdir()
     with pytest.raises(SystemExit, match=r"answers-c2\.jsonl"):
-        recipe.write_turn2_pool(tmp_path / "w")
+        campaign_pools.write_turn2_pool(tmp_path / "w", campaign)
     write_jsonl(campaign / "answers-c2.jsonl", [
         {"id": "d", "conversations": turns("qd1", "target's d")},
         {"id": "b", "conversations": turns("qb1", "target's b")},
@@ -225,21 +229,21 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
         {"id": "a", "conversations": turns("qa1", "target's a")},
     ])  # fmt: skip
     (tmp_path / "w").mkdir()
-    pool = recipe.write_turn2_pool(tmp_path / "w")
+    pool = campaign_pools.write_turn2_pool(tmp_path / "w", campaign)
     records = [json.loads(line) for line in pool.read_text().splitlines()]
     assert [r["id"] for r in records] == ["d", "a"]
     assert records[1]["conversations"] == turns("qa1", "target's a", "qa2", "sa2")
 
 
 def test_pools_of_another_size_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(recipe, "CHUNK_CONVERSATIONS", 2)
-    monkeypatch.setattr(recipe, "POOLS", (("a.jsonl", 2), ("b.jsonl", 1)))
+    monkeypatch.setattr(campaign_pools, "CHUNK_CONVERSATIONS", 2)
+    monkeypatch.setattr(campaign_pools, "POOLS", (("a.jsonl", 2), ("b.jsonl", 1)))
     (tmp_path / "a.jsonl").write_text("x\n" * 3)  # 2 chunks of 2: as counted on
     (tmp_path / "b.jsonl").write_text("x\n" * 2)
-    recipe.check_pools(tmp_path)
+    campaign_pools.check_pools(tmp_path)
     (tmp_path / "a.jsonl").write_text("x\n" * 5)  # 3 chunks: every later slice would move
     with pytest.raises(SystemExit, match="counts on 2"):
-        recipe.check_pools(tmp_path)
+        campaign_pools.check_pools(tmp_path)
 
 
 def test_a_later_chunk_needs_the_stable_head(tmp_path, campaign):

@@ -191,9 +191,9 @@ def run_regeneration(
 def answers_in_one_pass(args: argparse.Namespace) -> bool:
     """Regenerated first turns (or, with ``--answer-last-turn``, last turns), answered greedily,
     are stored as they are decoded (`eagle.ge_data.onpolicy`): no second forward over the
-    conversation. Answers the
-    regenerated file already holds (an earlier ``--regen-only`` run, another folder's, a
-    restored campaign file) are captured as they are; only the missing ones are decoded."""
+    conversation. Answers the regenerated file already holds (an earlier ``--regen-only`` run,
+    another folder's, a restored campaign file) are captured as they are; only the missing ones
+    are decoded."""
     if args.regen_temperature > 0.0 or args.regen_only:
         return False
     if args.max_turns != 1 and not args.answer_last_turn:

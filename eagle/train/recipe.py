@@ -4,7 +4,7 @@ The shipped head ``eagle/model/heads/smollm2-135m-instruct-eagle3`` is trained o
 sessions of a 2-core CPU. Each run of this command does the next *chunk*, every stage resumable,
 so the same command continues an interrupted run:
 
-0. pools (``WORKDIR/pool-train.jsonl``, ``WORKDIR/pool-val.jsonl``): the first turns of ShareGPT
+0. pools (``eagle.train.pools``; ``WORKDIR/pool-train.jsonl``, ``WORKDIR/pool-val.jsonl``): the first turns of ShareGPT
    chats that open their source chat, MT-bench and HumanEval prompts kept out, shuffled with
    seed 0, split by a hash of the chat id (``--split``: one source chat in 64 is validation),
    and without every conversation the v1 head was trained on (its selection: the first 4,000
@@ -89,6 +89,7 @@ from torch import Tensor
 from eagle.ge_data.feature_format import read_manifest
 from eagle.model.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 from eagle.model.loading import fastest_dtype
+from eagle.train import pools
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "configs" / "smollm2_eagle3.json"
@@ -99,15 +100,6 @@ CURVE = CAMPAIGN / "curve.jsonl"
 ARGMAX_COUNTS = CAMPAIGN / "argmax-counts.safetensors"
 SHIPPED = HERE.parent / "model" / "heads" / "smollm2-135m-instruct-eagle3"
 TARGET = "smollm2-135m-instruct"
-CHUNK_CONVERSATIONS = 1000
-# the training pools in campaign order, with the chunks each one makes (its prompts in slices of
-# CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000, then
-# 4,321 follow-up questions (TURN2_POOL)
-TURN2_POOL = "pool-turn2.jsonl"
-POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5))
-# the chunks whose committed first-turn answers open the follow-up conversations (chunks 0 and
-# 1 kept no answer file)
-TURN2_FROM = range(2, 9)
 MAX_LEN = 768
 MAX_LEN_TURN2 = 1024  # question, the target's first answer, follow-up question and its answer
 NEW_TOKENS = 256  # most tokens of an answer
@@ -115,7 +107,6 @@ ANSWER_BATCH = 64  # prompts answered together (one-pass decode)
 # Continuing a trained head, 6e-4 kept more of it than the config's 2e-3 (one epoch from v1,
 # off-policy chunk 0: validation top-1 0.36 against 0.30).
 STABLE_LR = 6e-4
-V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
 TARGET_TOPK = 32
 DRAFT_VOCAB = 8192
 ANNEAL_STEPS = 60
@@ -141,114 +132,6 @@ def _capture_flags(dtype: str, threads: int | None) -> list[str]:
         "--draft-vocab-size", str(DRAFT_VOCAB), "--quiet",
     ]  # fmt: skip
     return flags + (["--threads", str(threads)] if threads else [])
-
-
-def write_pools(workdir: Path) -> tuple[Path, Path]:
-    """Write the training and validation pools and v1's pool (ShareGPT JSON lines, first turns,
-    selection order) unless they exist; see stage 0 in the module docstring. Returns the
-    training and validation pools."""
-    from eagle.benchmarks import load_questions
-    from eagle.ge_data.regenerate import to_record
-    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
-
-    paths = workdir / POOLS[0][0], workdir / "pool-val.jsonl"
-    v1_path = workdir / POOLS[1][0]
-    if all(p.exists() for p in (*paths, v1_path)):
-        return paths
-    excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
-    source = bundled_sharegpt_path()
-    common = {"seed": 0, "exclude_prompts": excluded, "openings_only": True}
-    v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)  # type: ignore[arg-type]
-    seen = {c.id for c in v1}
-    workdir.mkdir(parents=True, exist_ok=True)
-    pools = {v1_path: v1}
-    for path, split in zip(paths, ("train", "val"), strict=True):
-        chats, _ = load_sharegpt(source, split=split, **common)  # type: ignore[arg-type]
-        pools[path] = [c for c in chats if c.id not in seen]
-    for path, chats in pools.items():
-        if path.exists():
-            continue
-        lines = [json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n" for c in chats]
-        partial = path.with_suffix(".partial")
-        partial.write_text("".join(lines), encoding="utf-8")
-        partial.replace(path)
-    return paths
-
-
-def write_turn2_pool(workdir: Path) -> Path:
-    """The follow-up pool ``WORKDIR/TURN2_POOL`` unless it exists, and its path.
-
-    For every conversation of the chunks ``TURN2_FROM`` (in chunk order, each in the order of
-    its committed answers file) whose ShareGPT source has a second user turn: the first
-    question, the target's own committed answer to it, and ShareGPT's second question (its
-    ShareGPT answer is a placeholder the data stage replaces with the target's). Second
-    questions that are MT-bench or HumanEval prompts are left out. No conversation of it is in
-    the validation pool: they all come from the training pools.
-    """
-    from dataclasses import replace
-
-    from eagle.benchmarks import load_questions
-    from eagle.ge_data.regenerate import read_regenerated, to_record
-    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
-
-    path = workdir / TURN2_POOL
-    if path.exists():
-        return path
-    files = [CAMPAIGN / f"answers-c{k}.jsonl" for k in TURN2_FROM]
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        raise SystemExit(
-            f"{TURN2_POOL} is made from {CAMPAIGN}/answers-cK.jsonl: missing {missing}"
-        )
-    excluded = {
-        " ".join(t.split()).casefold()
-        for n in ("mt_bench", "humaneval")
-        for q in load_questions(n)
-        for t in q.turns
-    }
-    sources, _ = load_sharegpt(bundled_sharegpt_path(), openings_only=True)
-    by_id = {c.id: c for c in sources}
-    lines = []
-    for answers in files:
-        for chat_id, answered in read_regenerated(answers)[1].items():
-            source = by_id.get(chat_id)
-            if source is None or len(source.turns) < 4 or len(answered.turns) != 2:
-                continue
-            if " ".join(source.turns[2][1].split()).casefold() in excluded:
-                continue
-            chat = replace(answered, turns=(*answered.turns, *source.turns[2:4]))
-            lines.append(json.dumps(to_record(chat), ensure_ascii=False) + "\n")
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(lines), encoding="utf-8")
-    partial.replace(path)
-    return path
-
-
-def chunk_slice(chunk: int) -> tuple[str, int]:
-    """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``)."""
-    first = 0
-    for name, chunks in POOLS:
-        if chunk < first + chunks:
-            return name, (chunk - first) * CHUNK_CONVERSATIONS
-        first += chunks
-    raise ValueError(
-        f"chunk {chunk} is past the training pools (chunks 0-{first - 1}): extend POOLS first"
-    )
-
-
-def check_pools(workdir: Path) -> None:
-    """Refuse pools whose sizes do not make the chunks ``POOLS`` counts on (a changed ShareGPT
-    file or selection would silently move every chunk's slice)."""
-    for name, chunks in POOLS:
-        if name == TURN2_POOL and not (workdir / name).exists():
-            continue  # written when its first chunk runs
-        lines = (workdir / name).read_text(encoding="utf-8").count("\n")
-        made = -(-lines // CHUNK_CONVERSATIONS)
-        if made != chunks:
-            raise SystemExit(
-                f"{workdir / name} holds {lines} prompts, {made} chunks of "
-                f"{CHUNK_CONVERSATIONS}; the campaign counts on {chunks} (recipe.POOLS)"
-            )
 
 
 def _answer_flags(answers: Path, max_len: int, turn: int = 1) -> list[str]:
@@ -278,12 +161,12 @@ def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> li
     """Chunk ``chunk`` of the training data: the next slice of the training pool, answered by
     the target and captured in one pass (in the follow-up pool, the second question is
     answered after the first question and the target's committed answer to it)."""
-    pool, offset = chunk_slice(chunk)
-    turn, max_len = (2, MAX_LEN_TURN2) if pool == TURN2_POOL else (1, MAX_LEN)
+    pool, offset = pools.chunk_slice(chunk)
+    turn, max_len = (2, MAX_LEN_TURN2) if pool == pools.TURN2_POOL else (1, MAX_LEN)
     return [
         *_capture_flags(dtype, threads),
         "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / pool),
-        "--offset", str(offset), "--limit", str(CHUNK_CONVERSATIONS),
+        "--offset", str(offset), "--limit", str(pools.CHUNK_CONVERSATIONS),
         "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
         *_answer_flags(workdir / f"answers-c{chunk}.jsonl", max_len, turn),
     ]  # fmt: skip
@@ -480,7 +363,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if chunk > 0 and not has_stable:
         parser.error(f"chunk {chunk} continues the stable head {STABLE}, which is missing")
     try:
-        chunk_slice(chunk)
+        pools.chunk_slice(chunk)
     except ValueError as error:
         parser.error(f"--chunk: {error}")
     stages = [
@@ -490,20 +373,18 @@ def main(argv: list[str] | None = None) -> Path | None:
         ("eagle.train.main", workdir / f"anneal-c{chunk}", anneal_args(workdir, chunk, dtype)),
     ]  # fmt: skip
     if args.print_commands:
-        pools = " ".join(
-            str(workdir / name) for name in (POOLS[0][0], "pool-val.jsonl", POOLS[1][0], TURN2_POOL)
-        )
-        print(f"# pools (in process): {pools}")
+        names = (*(name for name, _ in pools.POOLS), pools.VAL_POOL)
+        print(f"# pools (in process): {' '.join(str(workdir / name) for name in names)}")
         for module, _, stage_args in stages:
             print(f"python -m {module} " + shlex.join(stage_args))
         return None
-    write_pools(workdir)
+    pools.write_pools(workdir)
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
-    if chunk_slice(chunk)[0] == TURN2_POOL:
-        write_turn2_pool(workdir)
-    check_pools(workdir)
+    if pools.chunk_slice(chunk)[0] == pools.TURN2_POOL:
+        pools.write_turn2_pool(workdir, CAMPAIGN)
+    pools.check_pools(workdir)
     if restore_answers(workdir, chunk):
         print(f"answers of chunk {chunk} restored from {CAMPAIGN}: only the missing are answered")
     seconds = {}

@@ -1,0 +1,134 @@
+"""The campaign's prompt pools: which ShareGPT prompts each chunk of ``eagle.train.recipe`` answers.
+
+Three training pools, used in this order in slices of ``CHUNK_CONVERSATIONS`` (``POOLS``), and
+a validation pool that never changes (stage 0 of the recipe's docstring tells how they are
+drawn): the first turns of chats no head was trained on, the first turns of v1's own selection,
+and follow-up questions after the target's committed first answers. The pools are files in the
+recipe's work folder, written once; ``check_pools`` refuses files whose sizes would move every
+later chunk's slice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHUNK_CONVERSATIONS = 1000
+# the training pools in campaign order, with the chunks each one makes (its prompts in slices of
+# CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000, then
+# 4,321 follow-up questions (TURN2_POOL)
+TURN2_POOL = "pool-turn2.jsonl"
+POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5))
+VAL_POOL = "pool-val.jsonl"
+V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
+# the chunks whose committed first-turn answers open the follow-up conversations (chunks 0 and
+# 1 kept no answer file)
+TURN2_FROM = range(2, 9)
+
+
+def write_pools(workdir: Path) -> tuple[Path, Path]:
+    """Write the training and validation pools and v1's pool (ShareGPT JSON lines, first turns,
+    selection order) unless they exist; see stage 0 in ``eagle.train.recipe``. Returns the
+    training and validation pools."""
+    from eagle.benchmarks import load_questions
+    from eagle.ge_data.regenerate import to_record
+    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
+
+    paths = workdir / POOLS[0][0], workdir / VAL_POOL
+    v1_path = workdir / POOLS[1][0]
+    if all(p.exists() for p in (*paths, v1_path)):
+        return paths
+    excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
+    source = bundled_sharegpt_path()
+    common = {"seed": 0, "exclude_prompts": excluded, "openings_only": True}
+    v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)  # type: ignore[arg-type]
+    seen = {c.id for c in v1}
+    workdir.mkdir(parents=True, exist_ok=True)
+    pools = {v1_path: v1}
+    for path, split in zip(paths, ("train", "val"), strict=True):
+        chats, _ = load_sharegpt(source, split=split, **common)  # type: ignore[arg-type]
+        pools[path] = [c for c in chats if c.id not in seen]
+    for path, chats in pools.items():
+        if path.exists():
+            continue
+        lines = [json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n" for c in chats]
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(lines), encoding="utf-8")
+        partial.replace(path)
+    return paths
+
+
+def write_turn2_pool(workdir: Path, campaign: Path) -> Path:
+    """The follow-up pool ``WORKDIR/TURN2_POOL`` unless it exists, and its path.
+
+    For every conversation of the chunks ``TURN2_FROM`` (in chunk order, each in the order of
+    its committed answers file ``campaign/answers-cK.jsonl``) whose ShareGPT source has a second user turn: the first
+    question, the target's own committed answer to it, and ShareGPT's second question (its
+    ShareGPT answer is a placeholder the data stage replaces with the target's). Second
+    questions that are MT-bench or HumanEval prompts are left out. No conversation of it is in
+    the validation pool: they all come from the training pools.
+    """
+    from dataclasses import replace
+
+    from eagle.benchmarks import load_questions
+    from eagle.ge_data.regenerate import read_regenerated, to_record
+    from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
+
+    path = workdir / TURN2_POOL
+    if path.exists():
+        return path
+    files = [campaign / f"answers-c{k}.jsonl" for k in TURN2_FROM]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(
+            f"{TURN2_POOL} is made from {campaign}/answers-cK.jsonl: missing {missing}"
+        )
+    excluded = {
+        " ".join(t.split()).casefold()
+        for n in ("mt_bench", "humaneval")
+        for q in load_questions(n)
+        for t in q.turns
+    }
+    sources, _ = load_sharegpt(bundled_sharegpt_path(), openings_only=True)
+    by_id = {c.id: c for c in sources}
+    lines = []
+    for answers in files:
+        for chat_id, answered in read_regenerated(answers)[1].items():
+            source = by_id.get(chat_id)
+            if source is None or len(source.turns) < 4 or len(answered.turns) != 2:
+                continue
+            if " ".join(source.turns[2][1].split()).casefold() in excluded:
+                continue
+            chat = replace(answered, turns=(*answered.turns, *source.turns[2:4]))
+            lines.append(json.dumps(to_record(chat), ensure_ascii=False) + "\n")
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(lines), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def chunk_slice(chunk: int) -> tuple[str, int]:
+    """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``)."""
+    first = 0
+    for name, chunks in POOLS:
+        if chunk < first + chunks:
+            return name, (chunk - first) * CHUNK_CONVERSATIONS
+        first += chunks
+    raise ValueError(
+        f"chunk {chunk} is past the training pools (chunks 0-{first - 1}): extend POOLS first"
+    )
+
+
+def check_pools(workdir: Path) -> None:
+    """Refuse pools whose sizes do not make the chunks ``POOLS`` counts on (a changed ShareGPT
+    file or selection would silently move every chunk's slice)."""
+    for name, chunks in POOLS:
+        if name == TURN2_POOL and not (workdir / name).exists():
+            continue  # written when its first chunk runs
+        lines = (workdir / name).read_text(encoding="utf-8").count("\n")
+        made = -(-lines // CHUNK_CONVERSATIONS)
+        if made != chunks:
+            raise SystemExit(
+                f"{workdir / name} holds {lines} prompts, {made} chunks of "
+                f"{CHUNK_CONVERSATIONS}; the campaign counts on {chunks} (pools.POOLS)"
+            )
