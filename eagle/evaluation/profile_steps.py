@@ -64,10 +64,7 @@ class DiscardedLookup(ContextProposer):
 
     def propose(self, state: LookupState, features, next_tokens) -> TreeBuffers:
         tree = self.base.propose(state.base, features, next_tokens)
-        state.index.extend(next_tokens.tolist())
-        chains = state.index.continuations()
-        if chains:
-            merge_chains(tree, chains)  # the work is done, the branches are dropped
+        self.add_context(state.index, tree, next_tokens)  # the work is done, the branches dropped
         return tree
 
 
@@ -190,9 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                         model.target, proposer, ids, off, model.eos_ids, None, tally.timer
                     )
                 else:
-                    config = (
-                        dataclasses.replace(run, lookup=spec.lookup) if name == "lookup" else off
-                    )
+                    config = dataclasses.replace(run, lookup=lookup) if name == "lookup" else off
                     steps = model.generate_steps(
                         ids, use_draft=name != "naive", timer=tally.timer, config=config
                     )
@@ -212,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             f"  {name:6s} {1e3 * share / eagle.iterations:8.2f} ms  "
             f"{100 * share / eagle.seconds:5.1f}%"
         )
-    if spec.lookup is not None:
-        report_lookup(spec.lookup, tallies, args.repeats)
+    if lookup is not None:
+        report_lookup(lookup, tallies, args.repeats)
 
 
 def report_lookup(settings: LookupSettings, tallies: dict, repeats: int) -> None:

@@ -207,8 +207,7 @@ def _render(
     last_reply_only: bool = False,
 ) -> RenderedExample | str:
     """The example, or the reason it is skipped ("too_long" or "no_loss_tokens")."""
-    messages = conversation.messages()
-    ids, mask = tokenize_with_mask(tokenizer, template, messages, last_reply_only)
+    ids, mask = tokenize_with_mask(tokenizer, template, conversation.messages(), last_reply_only)
     truncated = max_len is not None and len(ids) > max_len
     if truncated and policy == "drop":
         return "too_long"

@@ -211,6 +211,12 @@ class ContextProposer:
         self, state: LookupState, features: Tensor | None, next_tokens: Tensor
     ) -> TreeBuffers:
         tree = self.base.propose(state.base, features, next_tokens)
-        state.index.extend(next_tokens.tolist())
-        chains = state.index.continuations()
+        return self.add_context(state.index, tree, next_tokens)
+
+    def add_context(
+        self, index: ContextIndex, tree: TreeBuffers, next_tokens: Tensor
+    ) -> TreeBuffers:
+        """``tree`` with the context's continuations, once ``index`` has read ``next_tokens``."""
+        index.extend(next_tokens.tolist())
+        chains = index.continuations()
         return merge_chains(tree, chains) if chains else tree

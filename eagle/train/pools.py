@@ -26,11 +26,23 @@ V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0
 TURN2_FROM = range(2, 9)
 
 
+def benchmark_prompts() -> list[str]:
+    """Every MT-bench and HumanEval user turn: no pool asks them."""
+    from eagle.benchmarks import load_questions
+
+    return [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(lines), encoding="utf-8")
+    partial.replace(path)
+
+
 def write_pools(workdir: Path) -> tuple[Path, Path]:
     """Write the training and validation pools and v1's pool (ShareGPT JSON lines, first turns,
     selection order) unless they exist; see stage 0 in ``eagle.train.recipe``. Returns the
     training and validation pools."""
-    from eagle.benchmarks import load_questions
     from eagle.ge_data.regenerate import to_record
     from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
 
@@ -38,9 +50,8 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
     v1_path = workdir / POOLS[1][0]
     if all(p.exists() for p in (*paths, v1_path)):
         return paths
-    excluded = [t for n in ("mt_bench", "humaneval") for q in load_questions(n) for t in q.turns]
     source = bundled_sharegpt_path()
-    common = {"seed": 0, "exclude_prompts": excluded, "openings_only": True}
+    common = {"seed": 0, "exclude_prompts": benchmark_prompts(), "openings_only": True}
     v1, _ = load_sharegpt(source, limit=V1_SELECTION, **common)  # type: ignore[arg-type]
     seen = {c.id for c in v1}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -52,9 +63,7 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
         if path.exists():
             continue
         lines = [json.dumps(to_record(c.first_turns(1)), ensure_ascii=False) + "\n" for c in chats]
-        partial = path.with_suffix(".partial")
-        partial.write_text("".join(lines), encoding="utf-8")
-        partial.replace(path)
+        _write_atomically(path, lines)
     return paths
 
 
@@ -62,15 +71,15 @@ def write_turn2_pool(workdir: Path, campaign: Path) -> Path:
     """The follow-up pool ``WORKDIR/TURN2_POOL`` unless it exists, and its path.
 
     For every conversation of the chunks ``TURN2_FROM`` (in chunk order, each in the order of
-    its committed answers file ``campaign/answers-cK.jsonl``) whose ShareGPT source has a second user turn: the first
-    question, the target's own committed answer to it, and ShareGPT's second question (its
-    ShareGPT answer is a placeholder the data stage replaces with the target's). Second
-    questions that are MT-bench or HumanEval prompts are left out. No conversation of it is in
-    the validation pool: they all come from the training pools.
+    its committed answers file ``campaign/answers-cK.jsonl``) whose ShareGPT source has a
+    second user turn: the first question, the target's own committed answer to it, and
+    ShareGPT's second question (its ShareGPT answer is a placeholder the data stage replaces
+    with the target's). Chats that ask an MT-bench or HumanEval prompt in any turn are left
+    out (``benchmark_prompts``). No conversation of it is in the validation pool: they all
+    come from the training pools.
     """
     from dataclasses import replace
 
-    from eagle.benchmarks import load_questions
     from eagle.ge_data.regenerate import read_regenerated, to_record
     from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
 
@@ -83,27 +92,19 @@ def write_turn2_pool(workdir: Path, campaign: Path) -> Path:
         raise SystemExit(
             f"{TURN2_POOL} is made from {campaign}/answers-cK.jsonl: missing {missing}"
         )
-    excluded = {
-        " ".join(t.split()).casefold()
-        for n in ("mt_bench", "humaneval")
-        for q in load_questions(n)
-        for t in q.turns
-    }
-    sources, _ = load_sharegpt(bundled_sharegpt_path(), openings_only=True)
+    sources, _ = load_sharegpt(
+        bundled_sharegpt_path(), exclude_prompts=benchmark_prompts(), openings_only=True
+    )
     by_id = {c.id: c for c in sources}
     lines = []
     for answers in files:
         for chat_id, answered in read_regenerated(answers)[1].items():
             source = by_id.get(chat_id)
             if source is None or len(source.turns) < 4 or len(answered.turns) != 2:
-                continue
-            if " ".join(source.turns[2][1].split()).casefold() in excluded:
-                continue
+                continue  # no second question, a benchmark prompt in the chat, or no answer
             chat = replace(answered, turns=(*answered.turns, *source.turns[2:4]))
             lines.append(json.dumps(to_record(chat), ensure_ascii=False) + "\n")
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(lines), encoding="utf-8")
-    partial.replace(path)
+    _write_atomically(path, lines)
     return path
 
 
