@@ -376,4 +376,4 @@ def test_table_every_original_training_flag() -> None:
     argv = [item for flag, value in TRAIN_FLAGS.items() for item in (flag, value)]
     args = train_main.parse_args(argv)
     assert (args.base_model_path, args.configpath, args.lr, args.bs) == ("M", "c.json", 3e-5, 4)
-    assert (args.tmpdir, args.cpdir, args.gradient_accumulation_steps) == ("d", "o", 1)
+    assert (args.tmpdir, args.cpdir, args.gradient_accumulation_steps) == (["d"], "o", 1)

@@ -22,6 +22,7 @@ from eagle.train.data import (
     FeatureDataset,
     collate,
     draft_vocab,
+    merge_vocabs,
     plan_batches,
     shard_batches,
     split_samples,
@@ -145,3 +146,42 @@ def test_vocabulary_of_another_target_is_refused(data, tmp_path):
     write_manifest(dataclasses.replace(manifest, target=forged))
     with pytest.raises(DataFormatError, match="another target"):
         read_vocab(read_manifest(tmp_path))
+
+
+def test_several_folders_are_one_set_in_order(data, tmp_path):
+    directory, _, target = data
+    more = greedy_samples(target, 3, prompt_len=5, new_tokens=4)
+    write_feature_data(target, tmp_path, more, shard_samples=2)
+    one, two = read_manifest(directory), read_manifest(tmp_path)
+    both = FeatureDataset([one, two], max_len=100, with_aux=True)
+    alone = FeatureDataset(two, max_len=100, with_aux=True)
+    assert (
+        len(both) == 10 and both.lengths == FeatureDataset(one, 100, True).lengths + alone.lengths
+    )
+    for i in range(3):  # the second folder's samples follow the first's, read from its shards
+        for name, value in alone[i].items():
+            assert torch.equal(both[7 + i][name], value)
+        assert torch.equal(both[7 + i]["input_ids"], more[i][0])
+
+
+def test_several_folders_must_store_the_same_features(data, tmp_path):
+    directory, _, target = data
+    write_feature_data(target, tmp_path, greedy_samples(target, 2, 4, 4), aux_layers=(1, 2, 3))
+    with pytest.raises(DataFormatError, match="differ in feature layers"):
+        FeatureDataset([read_manifest(directory), read_manifest(tmp_path)], 100, with_aux=True)
+
+
+def test_merged_vocabulary_ranks_the_summed_counts(data, tmp_path):
+    _, _, target = data
+    vocabs = []
+    for i, count in enumerate((3, 4)):  # with the target's argmax counts (stored with its top-k)
+        folder = tmp_path / str(i)
+        write_feature_data(target, folder, greedy_samples(target, count, 3, 8), target_topk=4)
+        vocabs.append(read_vocab(read_manifest(folder)))
+    one, two = vocabs
+    merged = merge_vocabs([one, two])
+    assert torch.equal(merged.counts, one.counts + two.counts)
+    assert torch.equal(merged.argmax_counts, one.argmax_counts + two.argmax_counts)
+    d2t, t2d = draft_vocab_from_counts(one.argmax_counts + two.argmax_counts, 64)
+    assert torch.equal(merged.d2t, d2t) and torch.equal(merged.t2d, t2d)
+    assert merge_vocabs([one]) is one and merge_vocabs([one, None]) is None

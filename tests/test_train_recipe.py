@@ -175,7 +175,8 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
     last_v1 = first_v1 + campaign_pools.POOLS[1][1] - 1
     assert campaign_pools.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
     assert "--max-turns 1 " in data and "--answer-last-turn" not in data
-    last = sum(chunks for _, chunks in campaign_pools.POOLS) - 1
+    last = sum(chunks for _, chunks in campaign_pools.POOLS) + len(campaign_pools.REPLAYS) - 1
+    assert campaign_pools.chunk_slice(last)[0] == campaign_pools.TURN2_POOL
     with pytest.raises(SystemExit):
         _commands(tmp_path, capsys, "--chunk", str(last + 1))
     assert "past the training pools" in capsys.readouterr().err
@@ -187,11 +188,48 @@ def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys)
     (campaign / "stable").mkdir()
     (campaign / "stable" / "model.safetensors").write_text("")
     first = campaign_pools.POOLS[0][1] + campaign_pools.POOLS[1][1]
-    assert campaign_pools.chunk_slice(first + 1) == (campaign_pools.TURN2_POOL, 1000)
-    _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first + 1))
+    assert campaign_pools.chunk_slice(first) == (campaign_pools.TURN2_POOL, 0)
+    # the replay chunk after the first follow-up chunk takes no slice: the next one does
+    assert first + 1 in campaign_pools.REPLAYS
+    assert campaign_pools.chunk_slice(first + 2) == (campaign_pools.TURN2_POOL, 1000)
+    _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first + 2))
     assert f"--data {tmp_path}/{campaign_pools.TURN2_POOL} --offset 1000 " in data
     assert "--max-turns 2 --answer-last-turn" in data
     assert f"--max-len {recipe.MAX_LEN_TURN2} " in data
+
+
+def test_a_replay_chunk_captures_the_committed_answers_of_its_chunks_and_trains_on_all(
+    tmp_path, campaign, capsys
+):
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+    replay, sources = next(iter(campaign_pools.REPLAYS.items()))
+    lines = _commands(tmp_path, capsys, "--chunk", str(replay))
+    data, (stable, anneal) = lines[2:-2], lines[-2:]
+    assert len(data) == len(sources)
+    for k, command in zip(sources, data, strict=True):
+        pool, offset = campaign_pools.chunk_slice(k)
+        assert f"--data {tmp_path}/{pool} --offset {offset} " in command
+        assert f"--outdir {tmp_path}/data-c{k} " in command
+        assert f"--regen-output {tmp_path}/answers-c{k}.jsonl" in command
+    folders = " ".join(f"{tmp_path}/data-c{k}" for k in sources)
+    assert f"--tmpdir {folders} --cpdir {tmp_path}/stable-c{replay} " in stable
+    assert f"--tmpdir {folders} --cpdir {tmp_path}/anneal-c{replay} " in anneal
+    with pytest.raises(SystemExit):
+        recipe.main(["--workdir", str(tmp_path), "--chunk", str(replay), "--save-answers"])
+    assert "answers nothing" in capsys.readouterr().err
+
+
+def test_a_replay_chunk_counts_the_tally_alone(tmp_path, campaign):
+    target = make_target("llama")
+    c0 = _chunk_data(target, tmp_path, 0, 1)
+    replay, _ = next(iter(campaign_pools.REPLAYS.items()))
+    campaign.mkdir()
+    save_file({"counts": c0}, recipe.ARGMAX_COUNTS, metadata={"chunks": "0"})
+    counts, chunks = recipe.campaign_counts(tmp_path, replay)
+    assert chunks == [0] and torch.equal(counts, c0)
 
 
 def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign, monkeypatch):

@@ -26,6 +26,8 @@ Design choices:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +47,8 @@ from eagle.ge_data.vocab import draft_vocab_from_counts
 
 
 class FeatureDataset(Dataset):
-    """Samples of the shards, truncated to ``max_len`` tokens.
+    """Samples of the shards of one data folder or of several (in the order given), truncated to
+    ``max_len`` tokens. Several folders must store the same features (``check_same_features``).
 
     Item i: ``input_ids`` [L] long, ``loss_mask`` [L] bool, and (features in the stored dtype)
     ``hidden`` [L, H] unless the stored top-K distribution replaces it, ``aux`` [L, 3H] with
@@ -55,31 +58,43 @@ class FeatureDataset(Dataset):
     """
 
     def __init__(
-        self, manifest: Manifest, max_len: int, with_aux: bool, with_hidden: bool | None = None
+        self,
+        manifest: Manifest | Sequence[Manifest],
+        max_len: int,
+        with_aux: bool,
+        with_hidden: bool | None = None,
     ) -> None:
-        if with_aux and manifest.aux_layers is None:
+        manifests = [manifest] if isinstance(manifest, Manifest) else list(manifest)
+        if not manifests:
+            raise DataFormatError("no data folder given")
+        first = manifests[0]
+        for other in manifests[1:]:
+            check_same_features(first, other)
+        if with_aux and first.aux_layers is None:
             raise DataFormatError(
-                f"{manifest.directory} has no EAGLE-3 features (feature_layers.aux); generate "
+                f"{first.directory} has no EAGLE-3 features (feature_layers.aux); generate "
                 "the data with the EAGLE-3 layers to train an EAGLE-3 head"
             )
         if with_hidden is None:  # EAGLE-3 uses the stored distribution when there is one
-            with_hidden = not (with_aux and manifest.target_topk)
-        if with_hidden and not manifest.has_hidden:
+            with_hidden = not (with_aux and first.target_topk)
+        if with_hidden and not first.has_hidden:
             raise DataFormatError(
-                f"{manifest.directory} stores no last hidden state (captured with --target-topk "
+                f"{first.directory} stores no last hidden state (captured with --target-topk "
                 "for EAGLE-3 only); an EAGLE-1 head needs it: capture with --variants eagle1"
             )
-        if not manifest.shards:
-            raise DataFormatError(f"{manifest.directory} lists no shards (no sample stored yet)")
-        self.paths = [manifest.directory / name for name in manifest.shard_files]
         self.with_aux = with_aux
         self.with_hidden = with_hidden
         self.with_topk = not with_hidden
+        self.paths: list[Path] = []
         self.refs: list[tuple[int, int, int]] = []  # (shard, start, end) per sample
-        for shard, name in enumerate(manifest.shard_files):
-            offsets = shard_offsets(manifest.directory, name)
-            for start, end in itertools.pairwise(offsets):
-                self.refs.append((shard, start, min(end, start + max_len)))
+        for m in manifests:
+            if not m.shards:
+                raise DataFormatError(f"{m.directory} lists no shards (no sample stored yet)")
+            for name in m.shard_files:
+                offsets = shard_offsets(m.directory, name)
+                for start, end in itertools.pairwise(offsets):
+                    self.refs.append((len(self.paths), start, min(end, start + max_len)))
+                self.paths.append(m.directory / name)
         self._handles: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -114,6 +129,43 @@ class FeatureDataset(Dataset):
         state = dict(self.__dict__)
         state["_handles"] = {}  # file handles do not pickle; workers reopen lazily
         return state
+
+
+def check_same_features(first: Manifest, other: Manifest) -> None:
+    """Refuse to train on two folders as one set unless they store the same things for the same
+    target: feature layers, storage dtype and stored target distribution."""
+    for what, a, b in (
+        ("target", first.target.fingerprint, other.target.fingerprint),
+        ("feature layers", first.feature_layers, other.feature_layers),
+        ("feature dtype", first.dtype, other.dtype),
+        ("target_topk", first.target_topk, other.target_topk),
+    ):
+        if a != b:
+            raise DataFormatError(
+                f"{other.directory} and {first.directory} differ in {what} ({b} against {a}): "
+                "data folders trained on together must be captured with the same settings"
+            )
+
+
+def merge_vocabs(vocabs: Sequence[Vocabulary | None]) -> Vocabulary | None:
+    """The vocabulary of several folders' data as one set: counts summed and the draft
+    vocabulary (the size of the first's) ranked again on them, as ``draft_vocab`` ranks it.
+
+    One vocabulary is returned as it is; None when any folder has none."""
+    if len(vocabs) == 1 or any(v is None for v in vocabs):
+        return vocabs[0] if len(vocabs) == 1 else None
+    present = [v for v in vocabs if v is not None]
+    first = present[0]
+    if any(v.fingerprint != first.fingerprint for v in present):
+        raise DataFormatError("the data folders' vocabularies were made for different targets")
+    counts = torch.stack([v.counts for v in present]).sum(0)
+    argmax = None
+    if all(v.argmax_counts is not None for v in present):
+        argmax = torch.stack([v.argmax_counts for v in present if v.argmax_counts is not None])
+        argmax = argmax.sum(0)
+    ranked_on = counts if argmax is None else argmax
+    d2t, t2d = draft_vocab_from_counts(ranked_on, int(first.d2t.shape[0]))
+    return Vocabulary(counts, d2t, t2d, first.fingerprint, argmax)
 
 
 def split_samples(num: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -52,7 +52,7 @@ from eagle.train.config import (
     load_config,
     with_overrides,
 )
-from eagle.train.data import FeatureDataset
+from eagle.train.data import FeatureDataset, merge_vocabs
 from eagle.train.loss import HeadObjective, LossSpec
 from eagle.train.state import CheckpointError, prepare_cpdir
 from eagle.train.trainer import NonFiniteError, Trainer, check_resumable
@@ -63,7 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_flags(
         p, head=False, tree=False, dtype=False, device=False, target_aliases=("--basepath",)
     )
-    p.add_argument("--tmpdir", required=True, help="data folder written by eagle.ge_data")
+    p.add_argument(
+        "--tmpdir", required=True, nargs="+",
+        help="data folder written by eagle.ge_data; several are trained on as one set (captured "
+        "with the same feature settings; without --init-head the draft vocabulary is ranked on "
+        "their counts together)",
+    )  # fmt: skip
     p.add_argument("--cpdir", required=True, help="output folder: checkpoints, metrics, head/")
     p.add_argument("--configpath", required=True, help="training config JSON (eagle/train/configs)")
     p.add_argument("--lr", type=float, help="learning rate (overrides train.lr)")
@@ -198,20 +203,22 @@ def build_trainer(
     args: argparse.Namespace, config: TrainConfig, accelerator: Accelerator
 ) -> Trainer:
     set_seed(config.train.seed)
-    manifest = read_manifest(args.tmpdir)
+    manifests = [read_manifest(folder) for folder in args.tmpdir]
     target = load_target(args.base_model_path, getattr(torch, args.target_dtype))
     parts = target.parts
     vocab_size, width = weight_of(parts.embed_tokens).shape
-    check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
-    if not manifest.complete:
-        accelerator.print(
-            f"warning: {args.tmpdir} is still being written; using its finished shards"
-        )
+    for manifest in manifests:
+        check_target(manifest, target.fingerprint, int(vocab_size), int(width), target.num_layers)
+        if not manifest.complete:
+            accelerator.print(
+                f"warning: {manifest.directory} is still being written; using its finished shards"
+            )
     lm_head = parts.lm_head
     assert lm_head is not None  # load_target keeps the target's lm_head
     parts.embed_tokens.to(accelerator.device)
     lm_head.to(accelerator.device)
-    head = make_head(config, target.config, parts, manifest, read_vocab(manifest))
+    vocab = merge_vocabs([read_vocab(m) for m in manifests])
+    head = make_head(config, target.config, parts, manifests[0], vocab)
     if args.init_head:
         for note in init_from_head(head, args.init_head, parts):
             accelerator.print(f"note: {note}")
@@ -224,7 +231,7 @@ def build_trainer(
     )
     objective = HeadObjective(head, lm_head, spec, config.noise)
     with_aux = config.variant == "eagle3"
-    dataset = FeatureDataset(manifest, config.train.max_len, with_aux=with_aux)
+    dataset = FeatureDataset(manifests, config.train.max_len, with_aux=with_aux)
     val_dataset = None
     if args.val_data:
         val_manifest = read_manifest(args.val_data)

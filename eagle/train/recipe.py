@@ -18,7 +18,11 @@ so the same command continues an interrupted run:
    question, the first question, the target's own committed answer and that second question,
    which the target answers (``eagle.ge_data --max-turns 2 --answer-last-turn``: the loss
    covers the new answer alone, the first answer was trained on in its own chunk). MT-bench
-   asks second turns too, and this is the prompt data left once every first turn is used;
+   asks second turns too, and this is the prompt data left once every first turn is used.
+   A *replay* chunk (``pools.REPLAYS``) answers nothing: it trains on the data of earlier
+   chunks again, captured from their committed answers (chunk 10: chunks 5-9 as one shuffled
+   set, first turns and follow-ups mixed), and the chunks after it take
+   the slices it would have taken;
 1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
    regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
    captures their features;
@@ -172,9 +176,15 @@ def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> li
     ]  # fmt: skip
 
 
+def data_folders(workdir: Path, chunk: int) -> list[Path]:
+    """The data folders chunk ``chunk`` trains on (``pools.data_chunks``)."""
+    return [workdir / f"data-c{k}" for k in pools.data_chunks(chunk)]
+
+
 def _train_common(workdir: Path, chunk: int, cpdir: Path, dtype: str) -> list[str]:
+    folders = [str(folder) for folder in data_folders(workdir, chunk)]
     return [
-        "--basepath", TARGET, "--tmpdir", str(workdir / f"data-c{chunk}"), "--cpdir", str(cpdir),
+        "--basepath", TARGET, "--tmpdir", *folders, "--cpdir", str(cpdir),
         "--configpath", str(CONFIG), "--val-data", str(workdir / "val"),
         "--mixed-precision", "bf16" if dtype == "bfloat16" else "no",
     ]  # fmt: skip
@@ -202,7 +212,8 @@ def campaign_counts(
 ) -> tuple[Tensor, list[int]]:
     """The target-argmax counts [V] over the campaign's data up to ``chunk``, and the chunks
     they cover: the committed tally of earlier chunks (or, without one, the data folders
-    ``WORKDIR/data-cK``, K < chunk, that exist) plus ``WORKDIR/data-c{chunk}``."""
+    ``WORKDIR/data-cK``, K < chunk, that exist) plus ``WORKDIR/data-c{chunk}`` (a replay chunk
+    has no data of its own: ``pools.REPLAYS``)."""
     from safetensors import safe_open
 
     from eagle.ge_data.feature_format import read_vocab
@@ -217,7 +228,8 @@ def campaign_counts(
         if chunks != covered:  # a rerun of a recorded chunk: rebuild from the folders instead
             total, chunks = None, []
     folders = [] if total is not None else list(range(chunk))
-    for k in [*folders, chunk]:
+    own = [] if chunk in pools.REPLAYS else [chunk]
+    for k in [*folders, *own]:
         folder = workdir / f"data-c{k}"
         if k < chunk and not (folder / "manifest.json").exists():
             continue
@@ -226,7 +238,8 @@ def campaign_counts(
             raise SystemExit(f"{folder} has no target-argmax counts (was it captured with top-k?)")
         total = vocab.argmax_counts if total is None else total + vocab.argmax_counts
         chunks.append(k)
-    assert total is not None
+    if total is None:
+        raise SystemExit(f"no target-argmax counts for chunk {chunk}: no tally, no data folder")
     return total, chunks
 
 
@@ -302,10 +315,10 @@ def _metrics(cpdir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _data_summary(folder: Path) -> dict[str, Any]:
-    manifest = read_manifest(folder)
+def _data_summary(folders: list[Path]) -> dict[str, Any]:
+    manifests = [read_manifest(folder) for folder in folders]
     keys = ("num_samples", "num_tokens", "num_loss_tokens")
-    return {k: getattr(manifest, k) for k in keys}
+    return {k: sum(getattr(m, k) for m in manifests) for k in keys}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -362,13 +375,18 @@ def main(argv: list[str] | None = None) -> Path | None:
     init = workdir / f"init-c{chunk}" if has_stable else None
     if chunk > 0 and not has_stable:
         parser.error(f"chunk {chunk} continues the stable head {STABLE}, which is missing")
+    if args.save_answers and chunk in pools.REPLAYS:
+        parser.error(f"--save-answers: chunk {chunk} answers nothing (it replays chunks "
+                     f"{pools.REPLAYS[chunk]}, whose answers are committed)")  # fmt: skip
+    sources = pools.data_chunks(chunk)
     try:
-        pools.chunk_slice(chunk)
+        slices = [pools.chunk_slice(k) for k in sources]
     except ValueError as error:
         parser.error(f"--chunk: {error}")
     stages = [
         ("eagle.ge_data", workdir / "val", val_args(workdir, dtype, args.threads, regenerate)),
-        ("eagle.ge_data", workdir / f"data-c{chunk}", chunk_args(workdir, chunk, dtype, args.threads)),
+        *(("eagle.ge_data", workdir / f"data-c{k}", chunk_args(workdir, k, dtype, args.threads))
+          for k in sources),
         ("eagle.train.main", workdir / f"stable-c{chunk}", stable_args(workdir, chunk, dtype, args.epochs, init)),
         ("eagle.train.main", workdir / f"anneal-c{chunk}", anneal_args(workdir, chunk, dtype)),
     ]  # fmt: skip
@@ -382,11 +400,12 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
-    if pools.chunk_slice(chunk)[0] == pools.TURN2_POOL:
+    if any(pool == pools.TURN2_POOL for pool, _ in slices):
         pools.write_turn2_pool(workdir, CAMPAIGN)
     pools.check_pools(workdir)
-    if restore_answers(workdir, chunk):
-        print(f"answers of chunk {chunk} restored from {CAMPAIGN}: only the missing are answered")
+    for k in sources:
+        if restore_answers(workdir, k):
+            print(f"answers of chunk {k} restored from {CAMPAIGN}: only the missing are answered")
     seconds = {}
     for module, folder, stage_args in stages:
         if stage_done(folder, stage_args):
@@ -503,7 +522,8 @@ def record_chunk(
     trained = sum(r["train"]["tokens"] for r in epochs)
     record = {
         "chunk": chunk,
-        "data": _data_summary(workdir / f"data-c{chunk}"),
+        "data": _data_summary(data_folders(workdir, chunk)),
+        **({"replays": list(pools.REPLAYS[chunk])} if chunk in pools.REPLAYS else {}),
         "train_tokens": trained + sum(r["train"]["tokens"] for r in _metrics(anneal)),
         "tokens_seen_before": seen,
         "stable_epochs": [
@@ -520,7 +540,8 @@ def record_chunk(
     with open(CURVE, "a") as f:
         f.write(json.dumps(record) + "\n")
     export_head(stable / "head", STABLE, None)
-    save_answers(workdir, chunk)
+    if chunk not in pools.REPLAYS:
+        save_answers(workdir, chunk)
     counts = workdir / f"init-c{chunk}" / ARGMAX_COUNTS.name
     if counts.exists():
         shutil.copyfile(counts, ARGMAX_COUNTS)
