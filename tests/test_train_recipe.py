@@ -175,7 +175,7 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
     last_v1 = first_v1 + campaign_pools.POOLS[1][1] - 1
     assert campaign_pools.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
     assert "--max-turns 1 " in data and "--answer-last-turn" not in data
-    last = sum(chunks for _, chunks in campaign_pools.POOLS) + len(campaign_pools.REPLAYS) - 1
+    last = sum(c for _, c in campaign_pools.POOLS) + len(campaign_pools.REPLAY_ONLY) - 1
     assert campaign_pools.chunk_slice(last)[0] == campaign_pools.TURN2_POOL
     with pytest.raises(SystemExit):
         _commands(tmp_path, capsys, "--chunk", str(last + 1))
@@ -190,12 +190,18 @@ def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys)
     first = campaign_pools.POOLS[0][1] + campaign_pools.POOLS[1][1]
     assert campaign_pools.chunk_slice(first) == (campaign_pools.TURN2_POOL, 0)
     # the replay chunk after the first follow-up chunk takes no slice: the next one does
-    assert first + 1 in campaign_pools.REPLAYS
+    assert first + 1 in campaign_pools.REPLAY_ONLY
     assert campaign_pools.chunk_slice(first + 2) == (campaign_pools.TURN2_POOL, 1000)
-    _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first + 2))
+    lines = _commands(tmp_path, capsys, "--chunk", str(first + 2))
+    data, stable = lines[-3], lines[-2]
     assert f"--data {tmp_path}/{campaign_pools.TURN2_POOL} --offset 1000 " in data
     assert "--max-turns 2 --answer-last-turn" in data
     assert f"--max-len {recipe.MAX_LEN_TURN2} " in data
+    # its new follow-ups are mixed with the first turns of the chunks it replays
+    replayed = campaign_pools.REPLAYS.get(first + 2, ())
+    assert len(lines) == 5 + len(replayed)
+    folders = " ".join(f"{tmp_path}/data-c{k}" for k in (*replayed, first + 2))
+    assert f"--tmpdir {folders} --cpdir" in stable
 
 
 def test_a_replay_chunk_captures_the_committed_answers_of_its_chunks_and_trains_on_all(
@@ -205,7 +211,8 @@ def test_a_replay_chunk_captures_the_committed_answers_of_its_chunks_and_trains_
     (campaign / "val.jsonl").write_text("")
     (campaign / "stable").mkdir()
     (campaign / "stable" / "model.safetensors").write_text("")
-    replay, sources = next(iter(campaign_pools.REPLAYS.items()))
+    replay = min(campaign_pools.REPLAY_ONLY)
+    sources = campaign_pools.REPLAYS[replay]
     lines = _commands(tmp_path, capsys, "--chunk", str(replay))
     data, (stable, anneal) = lines[2:-2], lines[-2:]
     assert len(data) == len(sources)
@@ -225,7 +232,7 @@ def test_a_replay_chunk_captures_the_committed_answers_of_its_chunks_and_trains_
 def test_a_replay_chunk_counts_the_tally_alone(tmp_path, campaign):
     target = make_target("llama")
     c0 = _chunk_data(target, tmp_path, 0, 1)
-    replay, _ = next(iter(campaign_pools.REPLAYS.items()))
+    replay = min(campaign_pools.REPLAY_ONLY)
     campaign.mkdir()
     save_file({"counts": c0}, recipe.ARGMAX_COUNTS, metadata={"chunks": "0"})
     counts, chunks = recipe.campaign_counts(tmp_path, replay)

@@ -21,12 +21,15 @@ TURN2_POOL = "pool-turn2.jsonl"
 POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5))
 VAL_POOL = "pool-val.jsonl"
 V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
-# chunks that answer no new prompt: each trains once more on the data of the earlier chunks
-# listed, captured again from their committed answers. Chunk 10 mixes the first turns of v1's
-# selection (chunks 5-8) with the follow-up chunk 9 (on follow-ups alone chunk 9 lowered
-# first-turn acceptance) and gives them a second epoch; chunks 2-4 are left out for time
-# (a capture runs at about 450 tokens/s on this AMD CPU).
-REPLAYS: dict[int, tuple[int, ...]] = {10: (5, 6, 7, 8, 9)}
+# chunks that train once more on the data of the earlier chunks listed, captured again from
+# their committed answers, shuffled together with their own new data (if any: REPLAY_ONLY).
+# Chunk 10 mixed the first turns of v1's selection (chunks 5-8) with the follow-up chunk 9 (on
+# follow-ups alone chunk 9 lowered first-turn acceptance) and gave them a second epoch (chunks
+# 2-4 were left out for time: a capture runs at about 600 tokens/s on a 2-core AMD CPU); chunk
+# 11 mixes its new follow-ups with chunks 2-4.
+REPLAYS: dict[int, tuple[int, ...]] = {10: (5, 6, 7, 8, 9), 11: (2, 3, 4)}
+# replay chunks that answer no new prompt (the chunks after one take the slice it would have)
+REPLAY_ONLY = frozenset({10})
 # the chunks whose committed first-turn answers open the follow-up conversations (chunks 0 and
 # 1 kept no answer file)
 TURN2_FROM = range(2, 9)
@@ -115,16 +118,16 @@ def write_turn2_pool(workdir: Path, campaign: Path) -> Path:
 
 
 def data_chunks(chunk: int) -> tuple[int, ...]:
-    """The chunks whose data chunk ``chunk`` trains on: its own, or those it replays."""
-    return REPLAYS.get(chunk, (chunk,))
+    """The chunks whose data chunk ``chunk`` trains on: those it replays, then its own."""
+    return (*REPLAYS.get(chunk, ()), *(() if chunk in REPLAY_ONLY else (chunk,)))
 
 
 def chunk_slice(chunk: int) -> tuple[str, int]:
-    """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``; the replay
-    chunks ``REPLAYS`` take none, so the chunks after one take the slice it would have)."""
-    if chunk in REPLAYS:
+    """The pool file and the offset in it of chunk ``chunk``'s prompts (``POOLS``; the chunks
+    ``REPLAY_ONLY`` take none, so the chunks after one take the slice it would have)."""
+    if chunk in REPLAY_ONLY:
         raise ValueError(f"chunk {chunk} answers no prompt: it replays chunks {REPLAYS[chunk]}")
-    index = chunk - sum(1 for replay in REPLAYS if replay < chunk)
+    index = chunk - sum(1 for replay in REPLAY_ONLY if replay < chunk)
     first = 0
     for name, chunks in POOLS:
         if index < first + chunks:
@@ -132,7 +135,7 @@ def chunk_slice(chunk: int) -> tuple[str, int]:
         first += chunks
     raise ValueError(
         f"chunk {chunk} is past the training pools ({first} chunks of prompts and "
-        f"{len(REPLAYS)} replays): extend POOLS first"
+        f"{len(REPLAY_ONLY)} replays): extend POOLS first"
     )
 
 

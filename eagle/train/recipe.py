@@ -19,10 +19,11 @@ so the same command continues an interrupted run:
    which the target answers (``eagle.ge_data --max-turns 2 --answer-last-turn``: the loss
    covers the new answer alone, the first answer was trained on in its own chunk). MT-bench
    asks second turns too, and this is the prompt data left once every first turn is used.
-   A *replay* chunk (``pools.REPLAYS``) answers nothing: it trains on the data of earlier
-   chunks again, captured from their committed answers (chunk 10: chunks 5-9 as one shuffled
-   set, first turns and follow-ups mixed), and the chunks after it take
-   the slices it would have taken;
+   A chunk may also *replay* earlier chunks (``pools.REPLAYS``): their data, captured again
+   from their committed answers, is shuffled into its own. Chunk 10 answered nothing
+   (``pools.REPLAY_ONLY``; the chunks after it take the slices it would have taken) and
+   trained on chunks 5-9 as one set, first turns and follow-ups mixed; chunk 11 mixes its new
+   follow-ups with chunks 2-4;
 1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
    regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
    captures their features;
@@ -213,7 +214,7 @@ def campaign_counts(
     """The target-argmax counts [V] over the campaign's data up to ``chunk``, and the chunks
     they cover: the committed tally of earlier chunks (or, without one, the data folders
     ``WORKDIR/data-cK``, K < chunk, that exist) plus ``WORKDIR/data-c{chunk}`` (a replay chunk
-    has no data of its own: ``pools.REPLAYS``)."""
+    answering nothing has no data of its own: ``pools.REPLAY_ONLY``)."""
     from safetensors import safe_open
 
     from eagle.ge_data.feature_format import read_vocab
@@ -228,7 +229,7 @@ def campaign_counts(
         if chunks != covered:  # a rerun of a recorded chunk: rebuild from the folders instead
             total, chunks = None, []
     folders = [] if total is not None else list(range(chunk))
-    own = [] if chunk in pools.REPLAYS else [chunk]
+    own = [] if chunk in pools.REPLAY_ONLY else [chunk]
     for k in [*folders, *own]:
         folder = workdir / f"data-c{k}"
         if k < chunk and not (folder / "manifest.json").exists():
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     init = workdir / f"init-c{chunk}" if has_stable else None
     if chunk > 0 and not has_stable:
         parser.error(f"chunk {chunk} continues the stable head {STABLE}, which is missing")
-    if args.save_answers and chunk in pools.REPLAYS:
+    if args.save_answers and chunk in pools.REPLAY_ONLY:
         parser.error(f"--save-answers: chunk {chunk} answers nothing (it replays chunks "
                      f"{pools.REPLAYS[chunk]}, whose answers are committed)")  # fmt: skip
     sources = pools.data_chunks(chunk)
@@ -540,7 +541,7 @@ def record_chunk(
     with open(CURVE, "a") as f:
         f.write(json.dumps(record) + "\n")
     export_head(stable / "head", STABLE, None)
-    if chunk not in pools.REPLAYS:
+    if chunk not in pools.REPLAY_ONLY:
         save_answers(workdir, chunk)
     counts = workdir / f"init-c{chunk}" / ARGMAX_COUNTS.name
     if counts.exists():
