@@ -152,9 +152,11 @@ def merge_vocabs(vocabs: Sequence[Vocabulary | None]) -> Vocabulary | None:
     vocabulary (the size of the first's) ranked again on them, as ``draft_vocab`` ranks it.
 
     One vocabulary is returned as it is; None when any folder has none."""
-    if len(vocabs) == 1 or any(v is None for v in vocabs):
-        return vocabs[0] if len(vocabs) == 1 else None
+    if len(vocabs) == 1:
+        return vocabs[0]
     present = [v for v in vocabs if v is not None]
+    if len(present) < len(vocabs):
+        return None
     first = present[0]
     if any(v.fingerprint != first.fingerprint for v in present):
         raise DataFormatError("the data folders' vocabularies were made for different targets")
