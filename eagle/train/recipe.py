@@ -170,16 +170,21 @@ def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> li
     turn, max_len = (2, MAX_LEN_TURN2) if pool == pools.TURN2_POOL else (1, MAX_LEN)
     return [
         *_capture_flags(dtype, threads),
-        "--outdir", str(workdir / f"data-c{chunk}"), "--data", str(workdir / pool),
+        "--outdir", str(data_folder(workdir, chunk)), "--data", str(workdir / pool),
         "--offset", str(offset), "--limit", str(pools.CHUNK_CONVERSATIONS),
         "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
         *_answer_flags(workdir / f"answers-c{chunk}.jsonl", max_len, turn),
     ]  # fmt: skip
 
 
+def data_folder(workdir: Path, chunk: int) -> Path:
+    """Where chunk ``chunk``'s own data is captured."""
+    return workdir / f"data-c{chunk}"
+
+
 def data_folders(workdir: Path, chunk: int) -> list[Path]:
     """The data folders chunk ``chunk`` trains on (``pools.data_chunks``)."""
-    return [workdir / f"data-c{k}" for k in pools.data_chunks(chunk)]
+    return [data_folder(workdir, k) for k in pools.data_chunks(chunk)]
 
 
 def _train_common(workdir: Path, chunk: int, cpdir: Path, dtype: str) -> list[str]:
@@ -231,7 +236,7 @@ def campaign_counts(
     folders = [] if total is not None else list(range(chunk))
     own = [] if chunk in pools.REPLAY_ONLY else [chunk]
     for k in [*folders, *own]:
-        folder = workdir / f"data-c{k}"
+        folder = data_folder(workdir, k)
         if k < chunk and not (folder / "manifest.json").exists():
             continue
         vocab = read_vocab(read_manifest(folder))
@@ -386,7 +391,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         parser.error(f"--chunk: {error}")
     stages = [
         ("eagle.ge_data", workdir / "val", val_args(workdir, dtype, args.threads, regenerate)),
-        *(("eagle.ge_data", workdir / f"data-c{k}", chunk_args(workdir, k, dtype, args.threads))
+        *(("eagle.ge_data", data_folder(workdir, k), chunk_args(workdir, k, dtype, args.threads))
           for k in sources),
         ("eagle.train.main", workdir / f"stable-c{chunk}", stable_args(workdir, chunk, dtype, args.epochs, init)),
         ("eagle.train.main", workdir / f"anneal-c{chunk}", anneal_args(workdir, chunk, dtype)),
