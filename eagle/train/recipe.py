@@ -120,7 +120,7 @@ TAU_PROMPTS = 16  # validation prompts decoded for tau (greedy EAGLE, 128 new to
 # Measured best on a 2-core CPU for the shipped head, with drafts from the context on (see its
 # model card and the README's MT-bench table).
 TREE: dict[str, Any] = {
-    "total_token": 16,
+    "total_token": 12,
     "depth": 2,
     "top_k": 8,
     "lookup": {"max_tokens": 10, "min_ngram": 2, "max_ngram": 4, "matches": 1},
