@@ -22,8 +22,8 @@ so the same command continues an interrupted run:
    A chunk may also *replay* earlier chunks (``pools.REPLAYS``): their data, captured again
    from their committed answers, is shuffled into its own. Chunk 10 answered nothing
    (``pools.REPLAY_ONLY``; the chunks after it take the slices it would have taken) and
-   trained on chunks 5-9 as one set, first turns and follow-ups mixed; chunk 11 mixes its new
-   follow-ups with chunks 2-4;
+   trained on chunks 5-9 as one set, first turns and follow-ups mixed; the follow-up chunks
+   after it mix their new answers with a replay of first-turn chunks;
 1. validation data (``WORKDIR/val``): the target's own greedy answers to the validation pool,
    regenerated once and committed (``CAMPAIGN/val-answers.jsonl``), so a new machine only
    captures their features;
@@ -173,7 +173,7 @@ def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> li
         "--outdir", str(data_folder(workdir, chunk)), "--data", str(workdir / pool),
         "--offset", str(offset), "--limit", str(pools.CHUNK_CONVERSATIONS),
         "--variants", "eagle3", "--target-topk", str(TARGET_TOPK),
-        *_answer_flags(workdir / f"answers-c{chunk}.jsonl", max_len, turn),
+        *_answer_flags(answers_file(workdir, chunk), max_len, turn),
     ]  # fmt: skip
 
 
