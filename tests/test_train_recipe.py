@@ -35,6 +35,12 @@ def test_export_casts_weights_to_bf16_and_loads_strictly(tmp_path):
         expected = value.to(torch.bfloat16).to(value.dtype) if value.is_floating_point() else value
         assert torch.equal(loaded.state_dict()[name], expected), name
     assert not (recipe.export_head(trained, tmp_path / "stable", None) / "tree.json").exists()
+    compact = '{"total_token": 8, "depth": 3, "top_k": 2}\n'  # an equal tree keeps its layout
+    (out / "tree.json").write_text(compact)
+    recipe.export_head(trained, out, {"total_token": 8, "depth": 3, "top_k": 2})
+    assert (out / "tree.json").read_text() == compact
+    recipe.export_head(trained, out, {"total_token": 12, "depth": 2, "top_k": 8})
+    assert json.loads((out / "tree.json").read_text())["total_token"] == 12
 
 
 @pytest.fixture

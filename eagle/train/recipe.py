@@ -303,7 +303,8 @@ def next_chunk(curve: Path | None = None) -> int:
 
 
 def export_head(trained: Path, output: Path, tree: dict[str, Any] | None) -> Path:
-    """Copy a trained head to ``output`` with its floating-point weights in bf16."""
+    """Copy a trained head to ``output`` with its floating-point weights in bf16 and ``tree``
+    as its ``tree.json`` (a file there that already says the same is left as written)."""
     from safetensors.torch import load_file, save_file
 
     output.mkdir(parents=True, exist_ok=True)
@@ -311,8 +312,9 @@ def export_head(trained: Path, output: Path, tree: dict[str, Any] | None) -> Pat
     small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
     save_file(small, output / SAFETENSORS_FILE)
     shutil.copyfile(trained / CONFIG_FILE, output / CONFIG_FILE)
-    if tree is not None:
-        (output / "tree.json").write_text(json.dumps(tree, indent=2) + "\n")
+    tree_file = output / "tree.json"
+    if tree is not None and not (tree_file.exists() and json.loads(tree_file.read_text()) == tree):
+        tree_file.write_text(json.dumps(tree, indent=2) + "\n")  # an equal file keeps its layout
     return output
 
 
