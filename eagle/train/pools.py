@@ -28,13 +28,15 @@ V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0
 # 2-4 were left out for time: a capture runs at about 600 tokens/s on a 2-core AMD CPU); chunk
 # 11 mixed its new follow-ups with chunks 2-4 (first turns unharmed, second turns gained), and
 # chunk 12 mixed its own with chunks 5-7 (their third epoch; about 1.5 h on that CPU), chunk
-# 13 mixes its own with first turns (chunks 2, 3 and 8) and chunk 11's follow-ups, so that
-# first turns stay about half of the mix.
+# 13 its own with first turns (chunks 2, 3 and 8) and chunk 11's follow-ups, so that first
+# turns stay about half of the mix, and chunk 14 (the pool's last 321 follow-ups) does the same
+# with chunks 4-6 and chunk 12's follow-ups.
 REPLAYS: dict[int, tuple[int, ...]] = {
     10: (5, 6, 7, 8, 9),
     11: (2, 3, 4),
     12: (5, 6, 7),
     13: (2, 3, 8, 11),
+    14: (4, 5, 6, 12),
 }
 # replay chunks that answer no new prompt (the chunks after one take the slice it would have)
 REPLAY_ONLY = frozenset({10})
