@@ -23,14 +23,9 @@ VAL_POOL = "pool-val.jsonl"
 V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
 # chunks that train once more on the data of the earlier chunks listed, captured again from
 # their committed answers, shuffled together with their own new data (if any: REPLAY_ONLY).
-# Chunk 10 mixed the first turns of v1's selection (chunks 5-8) with the follow-up chunk 9 (on
-# follow-ups alone chunk 9 lowered first-turn acceptance) and gave them a second epoch (chunks
-# 2-4 were left out for time: a capture runs at about 600 tokens/s on a 2-core AMD CPU); chunk
-# 11 mixed its new follow-ups with chunks 2-4 (first turns unharmed, second turns gained), and
-# chunk 12 mixed its own with chunks 5-7 (their third epoch; about 1.5 h on that CPU), chunk
-# 13 its own with first turns (chunks 2, 3 and 8) and chunk 11's follow-ups, so that first
-# turns stay about half of the mix, and chunk 14 (the pool's last 321 follow-ups) does the same
-# with chunks 4-6 and chunk 12's follow-ups.
+# Follow-up chunks come mixed with first turns, about half of each mix (on follow-ups alone
+# chunk 9 lowered first-turn acceptance); the model card's chunk sections give each choice and
+# what it measured. A capture runs at about 600 tokens/s on a 2-core AMD CPU.
 REPLAYS: dict[int, tuple[int, ...]] = {
     10: (5, 6, 7, 8, 9),
     11: (2, 3, 4),
