@@ -16,6 +16,7 @@ from eagle.model.defaults import DEFAULT_TARGET, is_registered
 
 HEADS_DIR = Path(__file__).parent / "heads"
 SHIPPED = {DEFAULT_TARGET: "smollm2-135m-instruct-eagle3"}
+TREE_FILE = "tree.json"  # a head folder's default tree and drafts from the context
 
 
 def head_for(base_model_path: str | None) -> Path:
@@ -37,7 +38,7 @@ def head_for(base_model_path: str | None) -> Path:
 
 def tree_settings(head_path: str | Path) -> dict[str, int]:
     """The recommended tree settings stored with a head (empty when there are none)."""
-    settings_file = Path(head_path) / "tree.json"
+    settings_file = Path(head_path) / TREE_FILE
     if not settings_file.exists():
         return {}
     raw = json.loads(settings_file.read_text())
@@ -57,7 +58,7 @@ def head_and_tree(
 
 def lookup_settings(head_path: str | Path) -> dict[str, int] | None:
     """The context-lookup settings stored with a head (None: lookup is off by default)."""
-    settings_file = Path(head_path) / "tree.json"
+    settings_file = Path(head_path) / TREE_FILE
     if not settings_file.exists():
         return None
     raw = json.loads(settings_file.read_text()).get("lookup")

@@ -94,6 +94,7 @@ from torch import Tensor
 from eagle.ge_data.feature_format import read_manifest
 from eagle.model.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 from eagle.model.loading import fastest_dtype
+from eagle.model.shipped import TREE_FILE
 from eagle.train import pools
 
 HERE = Path(__file__).parent
@@ -312,7 +313,7 @@ def export_head(trained: Path, output: Path, tree: dict[str, Any] | None) -> Pat
     small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
     save_file(small, output / SAFETENSORS_FILE)
     shutil.copyfile(trained / CONFIG_FILE, output / CONFIG_FILE)
-    tree_file = output / "tree.json"
+    tree_file = output / TREE_FILE
     if tree is not None and not (tree_file.exists() and json.loads(tree_file.read_text()) == tree):
         tree_file.write_text(json.dumps(tree, indent=2) + "\n")  # an equal file keeps its layout
     return output
