@@ -182,7 +182,7 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
     assert campaign_pools.chunk_slice(last_v1) == ("pool-v1.jsonl", (last_v1 - first_v1) * 1000)
     assert "--max-turns 1 " in data and "--answer-last-turn" not in data
     last = sum(c for _, c in campaign_pools.POOLS) + len(campaign_pools.REPLAY_ONLY) - 1
-    assert campaign_pools.chunk_slice(last)[0] == campaign_pools.TURN2_POOL
+    assert campaign_pools.chunk_slice(last)[0] == campaign_pools.POOLS[-1][0]
     with pytest.raises(SystemExit):
         _commands(tmp_path, capsys, "--chunk", str(last + 1))
     assert "past the training pools" in capsys.readouterr().err
@@ -202,7 +202,7 @@ def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys)
     data, stable = lines[-3], lines[-2]
     assert f"--data {tmp_path}/{campaign_pools.TURN2_POOL} --offset 1000 " in data
     assert "--max-turns 2 --answer-last-turn" in data
-    assert f"--max-len {recipe.MAX_LEN_TURN2} " in data
+    assert f"--max-len {recipe.MAX_LEN_BY_TURN[2]} " in data
     # its new follow-ups are mixed with the first turns of the chunks it replays
     replayed = campaign_pools.REPLAYS.get(first + 2, ())
     assert len(lines) == 5 + len(replayed)
@@ -267,10 +267,11 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
     ]
     write_jsonl(tmp_path / "src.jsonl", source)
     monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
-    monkeypatch.setattr(campaign_pools, "TURN2_FROM", range(2, 4))
+    turn2 = campaign_pools.TURN2_POOL
+    monkeypatch.setitem(campaign_pools.FOLLOW_UPS, turn2, (2, (2, 3)))
     campaign.mkdir()
     with pytest.raises(SystemExit, match=r"answers-c2\.jsonl"):
-        campaign_pools.write_turn2_pool(tmp_path / "w", campaign)
+        campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn2)
     write_jsonl(campaign / "answers-c2.jsonl", [
         {"id": "d", "conversations": turns("qd1", "target's d")},
         {"id": "b", "conversations": turns("qb1", "target's b")},
@@ -280,10 +281,63 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
         {"id": "a", "conversations": turns("qa1", "target's a")},
     ])  # fmt: skip
     (tmp_path / "w").mkdir()
-    pool = campaign_pools.write_turn2_pool(tmp_path / "w", campaign)
+    pool = campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn2)
     records = [json.loads(line) for line in pool.read_text().splitlines()]
     assert [r["id"] for r in records] == ["d", "a"]
     assert records[1]["conversations"] == turns("qa1", "target's a", "qa2", "sa2")
+
+
+def test_the_third_question_pool_opens_with_the_committed_follow_ups(
+    tmp_path, campaign, monkeypatch
+):
+    """A third-question conversation: the committed follow-up (two questions, the target's two
+    answers) and the source's third question; sources without one, and committed files that do
+    not hold two answered questions, are left out."""
+    from helpers import write_jsonl
+
+    from eagle.ge_data import sharegpt
+
+    def turns(*texts):
+        roles = ("human", "gpt")
+        return [{"from": roles[i % 2], "value": t} for i, t in enumerate(texts)]
+
+    source = [
+        {"id": "a", "conversations": turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3", "qa4", "x")},
+        {"id": "b", "conversations": turns("qb1", "sb1", "qb2", "sb2")},  # two questions
+        {"id": "c", "conversations": turns("qc1", "sc1", "qc2", "sc2", "qc3", "sc3")},
+    ]
+    write_jsonl(tmp_path / "src.jsonl", source)
+    monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
+    turn3 = campaign_pools.TURN3_POOL
+    monkeypatch.setitem(campaign_pools.FOLLOW_UPS, turn3, (3, (9,)))
+    campaign.mkdir()
+    write_jsonl(campaign / "answers-c9.jsonl", [
+        {"id": "b", "conversations": turns("qb1", "t b1", "qb2", "t b2")},
+        {"id": "c", "conversations": turns("qc1", "t c1")},  # not a follow-up
+        {"id": "a", "conversations": turns("qa1", "t a1", "qa2", "t a2")},
+    ])  # fmt: skip
+    (tmp_path / "w").mkdir()
+    pool = campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn3)
+    records = [json.loads(line) for line in pool.read_text().splitlines()]
+    assert [r["conversations"] for r in records] == [
+        turns("qa1", "t a1", "qa2", "t a2", "qa3", "sa3")
+    ]
+    with pytest.raises(ValueError, match="pool must be one of"):
+        campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, "pool-train.jsonl")
+
+
+def test_third_question_chunks_answer_the_third_question(tmp_path, campaign, capsys):
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+    before = sum(c for name, c in campaign_pools.POOLS if name != campaign_pools.TURN3_POOL)
+    first = before + len(campaign_pools.REPLAY_ONLY)
+    assert campaign_pools.chunk_slice(first) == (campaign_pools.TURN3_POOL, 0)
+    data = _commands(tmp_path, capsys, "--chunk", str(first))[-3]
+    assert f"--data {tmp_path}/{campaign_pools.TURN3_POOL} --offset 0 " in data
+    assert "--max-turns 3 --answer-last-turn" in data
+    assert f"--max-len {recipe.MAX_LEN_BY_TURN[3]} " in data
 
 
 def test_pools_of_another_size_are_refused(tmp_path, monkeypatch):

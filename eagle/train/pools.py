@@ -1,11 +1,11 @@
 """The campaign's prompt pools: which ShareGPT prompts each chunk of ``eagle.train.recipe`` answers.
 
-Three training pools, used in this order in slices of ``CHUNK_CONVERSATIONS`` (``POOLS``), and
+Four training pools, used in this order in slices of ``CHUNK_CONVERSATIONS`` (``POOLS``), and
 a validation pool that never changes (stage 0 of the recipe's docstring tells how they are
 drawn): the first turns of chats no head was trained on, the first turns of v1's own selection,
-and follow-up questions after the target's committed first answers. The pools are files in the
-recipe's work folder, written once; ``check_pools`` refuses files whose sizes would move every
-later chunk's slice.
+second questions after the target's committed first answers, and third questions after its
+committed first and second answers. The pools are files in the recipe's work folder, written
+once; ``check_pools`` refuses files whose sizes would move every later chunk's slice.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 CHUNK_CONVERSATIONS = 1000
 # the training pools in campaign order, with the chunks each one makes (its prompts in slices of
 # CHUNK_CONVERSATIONS; the last slice may be shorter): 4,662 prompts, then v1's 4,000, then
-# 4,321 follow-up questions (TURN2_POOL)
+# 4,321 second questions (TURN2_POOL), then 3,243 third questions (TURN3_POOL)
 TURN2_POOL = "pool-turn2.jsonl"
-POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5))
+TURN3_POOL = "pool-turn3.jsonl"
+POOLS = (("pool-train.jsonl", 5), ("pool-v1.jsonl", 4), (TURN2_POOL, 5), (TURN3_POOL, 4))
 VAL_POOL = "pool-val.jsonl"
 V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
 # chunks that train once more on the data of the earlier chunks listed, captured again from
@@ -35,9 +36,12 @@ REPLAYS: dict[int, tuple[int, ...]] = {
 }
 # replay chunks that answer no new prompt (the chunks after one take the slice it would have)
 REPLAY_ONLY = frozenset({10})
-# the chunks whose committed first-turn answers open the follow-up conversations (chunks 0 and
-# 1 kept no answer file)
-TURN2_FROM = range(2, 9)
+# the follow-up pools: the user turn whose question the target answers, and the chunks whose
+# committed answers (one turn fewer) open its conversations (chunks 0 and 1 kept no answer file)
+FOLLOW_UPS: dict[str, tuple[int, tuple[int, ...]]] = {
+    TURN2_POOL: (2, (2, 3, 4, 5, 6, 7, 8)),
+    TURN3_POOL: (3, (9, 11, 12, 13, 14)),
+}
 
 
 def benchmark_prompts() -> list[str]:
@@ -81,42 +85,44 @@ def write_pools(workdir: Path) -> tuple[Path, Path]:
     return paths
 
 
-def write_turn2_pool(workdir: Path, campaign: Path) -> Path:
-    """The follow-up pool ``WORKDIR/TURN2_POOL`` unless it exists, and its path.
+def write_follow_up_pool(workdir: Path, campaign: Path, pool: str) -> Path:
+    """The follow-up pool ``WORKDIR/pool`` (a key of ``FOLLOW_UPS``) unless it exists, and its path.
 
-    For every conversation of the chunks ``TURN2_FROM`` (in chunk order, each in the order of
-    its committed answers file ``campaign/answers-cK.jsonl``) whose ShareGPT source has a
-    second user turn: the first question, the target's own committed answer to it, and
-    ShareGPT's second question (its ShareGPT answer is a placeholder the data stage replaces
-    with the target's). Chats that ask an MT-bench or HumanEval prompt in any turn are left
-    out (``benchmark_prompts``). No conversation of it is in the validation pool: they all
-    come from the training pools.
+    For the pool's turn ``t`` and every conversation of its chunks (in chunk order, each in the
+    order of its committed answers file ``campaign/answers-cK.jsonl``, which holds ``t - 1``
+    questions and the target's own answers to them) whose ShareGPT source asks a ``t``-th
+    question: the committed conversation and ShareGPT's ``t``-th question (its ShareGPT answer
+    is a placeholder the data stage replaces with the target's). Chats that ask an MT-bench or
+    HumanEval prompt in any turn are left out (``benchmark_prompts``). No conversation of it is
+    in the validation pool: they all come from the training pools.
     """
     from dataclasses import replace
 
     from eagle.ge_data.regenerate import read_regenerated, to_record
     from eagle.ge_data.sharegpt import bundled_sharegpt_path, load_sharegpt
 
-    path = workdir / TURN2_POOL
+    if pool not in FOLLOW_UPS:
+        raise ValueError(f"pool must be one of {sorted(FOLLOW_UPS)}; got {pool!r}")
+    path = workdir / pool
     if path.exists():
         return path
-    files = [campaign / f"answers-c{k}.jsonl" for k in TURN2_FROM]
+    turn, chunks = FOLLOW_UPS[pool]
+    files = [campaign / f"answers-c{k}.jsonl" for k in chunks]
     missing = [f.name for f in files if not f.exists()]
     if missing:
-        raise SystemExit(
-            f"{TURN2_POOL} is made from {campaign}/answers-cK.jsonl: missing {missing}"
-        )
+        raise SystemExit(f"{pool} is made from {campaign}/answers-cK.jsonl: missing {missing}")
     sources, _ = load_sharegpt(
         bundled_sharegpt_path(), exclude_prompts=benchmark_prompts(), openings_only=True
     )
     by_id = {c.id: c for c in sources}
+    asked = 2 * (turn - 1)  # messages before the new question
     lines = []
     for answers in files:
         for chat_id, answered in read_regenerated(answers)[1].items():
             source = by_id.get(chat_id)
-            if source is None or len(source.turns) < 4 or len(answered.turns) != 2:
-                continue  # no second question, a benchmark prompt in the chat, or no answer
-            chat = replace(answered, turns=(*answered.turns, *source.turns[2:4]))
+            if source is None or len(source.turns) < asked + 2 or len(answered.turns) != asked:
+                continue  # no next question, a benchmark prompt in the chat, or no answer
+            chat = replace(answered, turns=(*answered.turns, *source.turns[asked : asked + 2]))
             lines.append(json.dumps(to_record(chat), ensure_ascii=False) + "\n")
     _write_atomically(path, lines)
     return path
@@ -148,7 +154,7 @@ def check_pools(workdir: Path) -> None:
     """Refuse pools whose sizes do not make the chunks ``POOLS`` counts on (a changed ShareGPT
     file or selection would silently move every chunk's slice)."""
     for name, chunks in POOLS:
-        if name == TURN2_POOL and not (workdir / name).exists():
+        if name in FOLLOW_UPS and not (workdir / name).exists():
             continue  # written when its first chunk runs
         lines = (workdir / name).read_text(encoding="utf-8").count("\n")
         made = -(-lines // CHUNK_CONVERSATIONS)

@@ -19,6 +19,9 @@ so the same command continues an interrupted run:
    which the target answers (``eagle.ge_data --max-turns 2 --answer-last-turn``: the loss
    covers the new answer alone, the first answer was trained on in its own chunk). MT-bench
    asks second turns too, and this is the prompt data left once every first turn is used.
+   Then third questions (``WORKDIR/pool-turn3.jsonl``, from the committed answers of the
+   follow-up chunks 9 and 11-14): a committed follow-up and its chat's third question
+   (``--max-turns 3``; ``pools.FOLLOW_UPS`` lists the follow-up pools and their sources).
    A chunk may also *replay* earlier chunks (``pools.REPLAYS``): their data, captured again
    from their committed answers, is shuffled into its own. Chunk 10 answered nothing
    (``pools.REPLAY_ONLY``; the chunks after it take the slices it would have taken) and
@@ -106,8 +109,9 @@ CURVE = CAMPAIGN / "curve.jsonl"
 ARGMAX_COUNTS = CAMPAIGN / "argmax-counts.safetensors"
 SHIPPED = HERE.parent / "model" / "heads" / "smollm2-135m-instruct-eagle3"
 TARGET = "smollm2-135m-instruct"
-MAX_LEN = 768
-MAX_LEN_TURN2 = 1024  # question, the target's first answer, follow-up question and its answer
+# the most tokens of a sample by the user turn answered: a follow-up holds the earlier questions
+# and the target's answers to them (at most NEW_TOKENS each) before its own question and answer
+MAX_LEN_BY_TURN = {1: 768, 2: 1024, 3: 1536}
 NEW_TOKENS = 256  # most tokens of an answer
 ANSWER_BATCH = 64  # prompts answered together (one-pass decode)
 # Continuing a trained head, 6e-4 kept more of it than the config's 2e-3 (one epoch from v1,
@@ -168,7 +172,8 @@ def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> li
     the target and captured in one pass (in the follow-up pool, the second question is
     answered after the first question and the target's committed answer to it)."""
     pool, offset = pools.chunk_slice(chunk)
-    turn, max_len = (2, MAX_LEN_TURN2) if pool == pools.TURN2_POOL else (1, MAX_LEN)
+    turn = pools.FOLLOW_UPS[pool][0] if pool in pools.FOLLOW_UPS else 1
+    max_len = MAX_LEN_BY_TURN[turn]
     return [
         *_capture_flags(dtype, threads),
         "--outdir", str(data_folder(workdir, chunk)), "--data", str(workdir / pool),
@@ -409,8 +414,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
-    if any(pool == pools.TURN2_POOL for pool, _ in slices):
-        pools.write_turn2_pool(workdir, CAMPAIGN)
+    for pool in dict.fromkeys(pool for pool, _ in slices if pool in pools.FOLLOW_UPS):
+        pools.write_follow_up_pool(workdir, CAMPAIGN, pool)
     pools.check_pools(workdir)
     for k in sources:
         if restore_answers(workdir, k):
