@@ -33,6 +33,7 @@ REPLAYS: dict[int, tuple[int, ...]] = {
     12: (5, 6, 7),
     13: (2, 3, 8, 11),
     14: (4, 5, 6, 12),
+    15: (7, 8),
 }
 # replay chunks that answer no new prompt (the chunks after one take the slice it would have)
 REPLAY_ONLY = frozenset({10})
