@@ -245,6 +245,12 @@ def test_a_replay_chunk_counts_the_tally_alone(tmp_path, campaign):
     assert chunks == [0] and torch.equal(counts, c0)
 
 
+def _turns(*texts):
+    """ShareGPT messages, human and gpt in turn."""
+    roles = ("human", "gpt")
+    return [{"from": roles[i % 2], "value": t} for i, t in enumerate(texts)]
+
+
 def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign, monkeypatch):
     """Each follow-up conversation: the first question, the target's committed answer to it,
     the source's second question; conversations with one question, and second questions that
@@ -254,16 +260,12 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
     from eagle.benchmarks import load_questions
     from eagle.ge_data import sharegpt
 
-    def turns(*texts):
-        roles = ("human", "gpt")
-        return [{"from": roles[i % 2], "value": t} for i, t in enumerate(texts)]
-
     benchmark = load_questions("mt_bench")[0].turns[0]
     source = [
-        {"id": "a", "conversations": turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3")},
-        {"id": "b", "conversations": turns("qb1", "sb1")},  # one question
-        {"id": "c", "conversations": turns("qc1", "sc1", benchmark, "sc2")},
-        {"id": "d", "conversations": turns("qd1", "sd1", "qd2", "sd2")},
+        {"id": "a", "conversations": _turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3")},
+        {"id": "b", "conversations": _turns("qb1", "sb1")},  # one question
+        {"id": "c", "conversations": _turns("qc1", "sc1", benchmark, "sc2")},
+        {"id": "d", "conversations": _turns("qd1", "sd1", "qd2", "sd2")},
     ]
     write_jsonl(tmp_path / "src.jsonl", source)
     monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
@@ -273,18 +275,18 @@ def test_the_follow_up_pool_opens_with_the_committed_answers(tmp_path, campaign,
     with pytest.raises(SystemExit, match=r"answers-c2\.jsonl"):
         campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn2)
     write_jsonl(campaign / "answers-c2.jsonl", [
-        {"id": "d", "conversations": turns("qd1", "target's d")},
-        {"id": "b", "conversations": turns("qb1", "target's b")},
+        {"id": "d", "conversations": _turns("qd1", "target's d")},
+        {"id": "b", "conversations": _turns("qb1", "target's b")},
     ])  # fmt: skip
     write_jsonl(campaign / "answers-c3.jsonl", [
-        {"id": "c", "conversations": turns("qc1", "target's c")},
-        {"id": "a", "conversations": turns("qa1", "target's a")},
+        {"id": "c", "conversations": _turns("qc1", "target's c")},
+        {"id": "a", "conversations": _turns("qa1", "target's a")},
     ])  # fmt: skip
     (tmp_path / "w").mkdir()
     pool = campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn2)
     records = [json.loads(line) for line in pool.read_text().splitlines()]
     assert [r["id"] for r in records] == ["d", "a"]
-    assert records[1]["conversations"] == turns("qa1", "target's a", "qa2", "sa2")
+    assert records[1]["conversations"] == _turns("qa1", "target's a", "qa2", "sa2")
 
 
 def test_the_third_question_pool_opens_with_the_committed_follow_ups(
@@ -297,14 +299,10 @@ def test_the_third_question_pool_opens_with_the_committed_follow_ups(
 
     from eagle.ge_data import sharegpt
 
-    def turns(*texts):
-        roles = ("human", "gpt")
-        return [{"from": roles[i % 2], "value": t} for i, t in enumerate(texts)]
-
     source = [
-        {"id": "a", "conversations": turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3", "qa4", "x")},
-        {"id": "b", "conversations": turns("qb1", "sb1", "qb2", "sb2")},  # two questions
-        {"id": "c", "conversations": turns("qc1", "sc1", "qc2", "sc2", "qc3", "sc3")},
+        {"id": "a", "conversations": _turns("qa1", "sa1", "qa2", "sa2", "qa3", "sa3", "qa4", "x")},
+        {"id": "b", "conversations": _turns("qb1", "sb1", "qb2", "sb2")},  # two questions
+        {"id": "c", "conversations": _turns("qc1", "sc1", "qc2", "sc2", "qc3", "sc3")},
     ]
     write_jsonl(tmp_path / "src.jsonl", source)
     monkeypatch.setattr(sharegpt, "bundled_sharegpt_path", lambda: tmp_path / "src.jsonl")
@@ -312,15 +310,15 @@ def test_the_third_question_pool_opens_with_the_committed_follow_ups(
     monkeypatch.setitem(campaign_pools.FOLLOW_UPS, turn3, (3, (9,)))
     campaign.mkdir()
     write_jsonl(campaign / "answers-c9.jsonl", [
-        {"id": "b", "conversations": turns("qb1", "t b1", "qb2", "t b2")},
-        {"id": "c", "conversations": turns("qc1", "t c1")},  # not a follow-up
-        {"id": "a", "conversations": turns("qa1", "t a1", "qa2", "t a2")},
+        {"id": "b", "conversations": _turns("qb1", "t b1", "qb2", "t b2")},
+        {"id": "c", "conversations": _turns("qc1", "t c1")},  # not a follow-up
+        {"id": "a", "conversations": _turns("qa1", "t a1", "qa2", "t a2")},
     ])  # fmt: skip
     (tmp_path / "w").mkdir()
     pool = campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, turn3)
     records = [json.loads(line) for line in pool.read_text().splitlines()]
     assert [r["conversations"] for r in records] == [
-        turns("qa1", "t a1", "qa2", "t a2", "qa3", "sa3")
+        _turns("qa1", "t a1", "qa2", "t a2", "qa3", "sa3")
     ]
     with pytest.raises(ValueError, match="pool must be one of"):
         campaign_pools.write_follow_up_pool(tmp_path / "w", campaign, "pool-train.jsonl")
