@@ -55,6 +55,14 @@ def campaign(tmp_path, monkeypatch):
     return folder
 
 
+def _commit_val_answers_and_stable_head(campaign):
+    """The campaign as a later chunk finds it: validation answers and a stable head committed."""
+    campaign.mkdir()
+    (campaign / "val.jsonl").write_text("")
+    (campaign / "stable").mkdir()
+    (campaign / "stable" / "model.safetensors").write_text("")
+
+
 def _commands(tmp_path, capsys, *extra):
     argv = ["--workdir", str(tmp_path), "--print-commands", "--dtype", "float32", *extra]
     assert recipe.main(argv) is None
@@ -80,10 +88,7 @@ def test_first_chunk_answers_validation_and_trains_from_scratch(tmp_path, campai
 
 
 def test_later_chunks_take_the_next_slice_and_continue_the_stable_head(tmp_path, campaign, capsys):
-    campaign.mkdir()
-    (campaign / "val.jsonl").write_text("")
-    (campaign / "stable").mkdir()
-    (campaign / "stable" / "model.safetensors").write_text("")
+    _commit_val_answers_and_stable_head(campaign)
     (campaign / "curve.jsonl").write_text(json.dumps({"chunk": 0}) + "\n")
     _, val, data, stable, _ = _commands(tmp_path, capsys)
     assert "--regenerate" not in val and f"--data {campaign / 'val.jsonl'}" in val
@@ -167,10 +172,7 @@ def test_pools_leave_out_v1_training_and_split_by_chat(tmp_path, monkeypatch):
 
 
 def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, capsys):
-    campaign.mkdir()
-    (campaign / "val.jsonl").write_text("")
-    (campaign / "stable").mkdir()
-    (campaign / "stable" / "model.safetensors").write_text("")
+    _commit_val_answers_and_stable_head(campaign)
     first_v1 = campaign_pools.POOLS[0][1]
     _, _, data, _, _ = _commands(tmp_path, capsys, "--chunk", str(first_v1 + 1))
     assert f"--data {tmp_path}/pool-v1.jsonl" in data
@@ -189,10 +191,7 @@ def test_chunks_past_the_training_pool_take_v1s_prompts(tmp_path, campaign, caps
 
 
 def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys):
-    campaign.mkdir()
-    (campaign / "val.jsonl").write_text("")
-    (campaign / "stable").mkdir()
-    (campaign / "stable" / "model.safetensors").write_text("")
+    _commit_val_answers_and_stable_head(campaign)
     first = campaign_pools.POOLS[0][1] + campaign_pools.POOLS[1][1]
     assert campaign_pools.chunk_slice(first) == (campaign_pools.TURN2_POOL, 0)
     # the replay chunk after the first follow-up chunk takes no slice: the next one does
@@ -213,10 +212,7 @@ def test_follow_up_chunks_answer_the_second_question(tmp_path, campaign, capsys)
 def test_a_replay_chunk_captures_the_committed_answers_of_its_chunks_and_trains_on_all(
     tmp_path, campaign, capsys
 ):
-    campaign.mkdir()
-    (campaign / "val.jsonl").write_text("")
-    (campaign / "stable").mkdir()
-    (campaign / "stable" / "model.safetensors").write_text("")
+    _commit_val_answers_and_stable_head(campaign)
     replay = min(campaign_pools.REPLAY_ONLY)
     sources = campaign_pools.REPLAYS[replay]
     lines = _commands(tmp_path, capsys, "--chunk", str(replay))
@@ -325,10 +321,7 @@ def test_the_third_question_pool_opens_with_the_committed_follow_ups(
 
 
 def test_third_question_chunks_answer_the_third_question(tmp_path, campaign, capsys):
-    campaign.mkdir()
-    (campaign / "val.jsonl").write_text("")
-    (campaign / "stable").mkdir()
-    (campaign / "stable" / "model.safetensors").write_text("")
+    _commit_val_answers_and_stable_head(campaign)
     before = sum(c for name, c in campaign_pools.POOLS if name != campaign_pools.TURN3_POOL)
     first = before + len(campaign_pools.REPLAY_ONLY)
     assert campaign_pools.chunk_slice(first) == (campaign_pools.TURN3_POOL, 0)

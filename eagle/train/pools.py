@@ -45,6 +45,11 @@ FOLLOW_UPS: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 
 
+def answered_turn(pool: str) -> int:
+    """The user turn whose question the target answers in the prompts of ``pool``."""
+    return FOLLOW_UPS[pool][0] if pool in FOLLOW_UPS else 1
+
+
 def benchmark_prompts() -> list[str]:
     """Every MT-bench and HumanEval user turn: no pool asks them."""
     from eagle.benchmarks import load_questions

@@ -169,10 +169,10 @@ def val_args(workdir: Path, dtype: str, threads: int | None, regenerate: bool) -
 
 def chunk_args(workdir: Path, chunk: int, dtype: str, threads: int | None) -> list[str]:
     """Chunk ``chunk`` of the training data: the next slice of the training pool, answered by
-    the target and captured in one pass (in the follow-up pool, the second question is
-    answered after the first question and the target's committed answer to it)."""
+    the target and captured in one pass (in a follow-up pool, the last question is answered
+    after the earlier questions and the target's committed answers to them)."""
     pool, offset = pools.chunk_slice(chunk)
-    turn = pools.FOLLOW_UPS[pool][0] if pool in pools.FOLLOW_UPS else 1
+    turn = pools.answered_turn(pool)
     max_len = MAX_LEN_BY_TURN[turn]
     return [
         *_capture_flags(dtype, threads),
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.save_answers:
         print(f"saved: {save_answers(workdir, chunk)}")
         return None
-    for pool in dict.fromkeys(pool for pool, _ in slices if pool in pools.FOLLOW_UPS):
+    for pool in {pool for pool, _ in slices if pool in pools.FOLLOW_UPS}:
         pools.write_follow_up_pool(workdir, CAMPAIGN, pool)
     pools.check_pools(workdir)
     for k in sources:
