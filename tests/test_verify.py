@@ -16,6 +16,7 @@ from eagle.model.verify import (
     SamplingParams,
     accept,
     accept_reference,
+    sample_rows,
     target_choices,
     warp_logits,
 )
@@ -156,6 +157,28 @@ def test_sampling_reproduces_the_target_distribution(rule):
 def test_the_statistical_check_rejects_a_wrong_acceptance_rule():
     counts, probs = _first_token_counts(wrong_rule, 6000)
     assert chi_square_p_value(counts, probs) < 1e-6
+
+
+def test_inverse_cdf_rows_draw_the_given_distribution_and_never_a_zero():
+    """sample_rows, the fast sampler, against the probabilities themselves; unnormalised rows
+    with zero mass at both ends and inside, and torch.multinomial's counts under the same test."""
+    gen = torch.Generator().manual_seed(11)
+    weights = torch.tensor([0.0, 3.0, 0.0, 0.5, 1e-4, 6.0, 0.0, 0.25, 0.0])
+    rows = weights.expand(40_000, -1)
+    drawn = sample_rows(rows, gen)
+    counts = torch.bincount(drawn, minlength=weights.shape[0]).double()
+    assert counts[weights == 0].sum() == 0
+    probs = weights.double() / weights.sum()
+    assert chi_square_p_value(counts, probs) > 1e-3
+    reference = torch.multinomial(rows, 1, replacement=True, generator=gen).squeeze(1)
+    ref_counts = torch.bincount(reference, minlength=weights.shape[0]).double()
+    assert chi_square_p_value(ref_counts, probs) > 1e-3
+
+
+def test_inverse_cdf_rows_each_follow_their_own_row():
+    gen = torch.Generator().manual_seed(12)
+    probs = torch.eye(5)[[3, 0, 4, 4, 1]]
+    assert sample_rows(probs, gen).tolist() == [3, 0, 4, 4, 1]
 
 
 @pytest.mark.parametrize(

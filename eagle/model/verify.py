@@ -91,8 +91,25 @@ def target_choices(
     """logits [T, V] -> the target's token at every node [T]: argmax, or a warped sample."""
     if params.greedy:
         return logits.argmax(dim=-1)
-    probs = warp_logits(logits, params).softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return sample_rows(warp_logits(logits, params).softmax(dim=-1), generator)
+
+
+def sample_rows(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """probs [T, V] (non-negative, rows need not sum to 1) -> one draw per row [T].
+
+    Inverse-CDF sampling in float64: u uniform on (0, total], the first index whose cumulative
+    mass reaches u. A zero-probability token is never drawn (its cumulative mass equals its
+    predecessor's, which is already below u). ``torch.multinomial`` draws the same distribution
+    (the tests compare them) but costs an exponential variate per vocabulary entry on CPU:
+    about 9 ms for 12 rows of 49,152 against 0.6 ms here. ``double().cumsum`` rather than
+    ``cumsum(dtype=float64)``, which takes a slow path on CPU.
+    """
+    cumulative = probs.double().cumsum(dim=-1)
+    draw = torch.rand(
+        (probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device
+    )
+    u = (1.0 - draw) * cumulative[:, -1:]  # (0, total]: 1 - draw is exact, so u > 0
+    return torch.searchsorted(cumulative, u).squeeze(1)
 
 
 @dataclass(frozen=True)
