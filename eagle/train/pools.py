@@ -34,6 +34,7 @@ REPLAYS: dict[int, tuple[int, ...]] = {
     13: (2, 3, 8, 11),
     14: (4, 5, 6, 12),
     15: (7, 8),
+    16: (2, 3, 4),
 }
 # replay chunks that answer no new prompt (the chunks after one take the slice it would have)
 REPLAY_ONLY = frozenset({10})
