@@ -102,12 +102,12 @@ def sample_rows(probs: Tensor, generator: torch.Generator | None = None) -> Tens
     predecessor's, which is already below u). ``torch.multinomial`` draws the same distribution
     (the tests compare them) but costs an exponential variate per vocabulary entry on CPU:
     about 9 ms for 12 rows of 49,152 against 0.6 ms here. ``double().cumsum`` rather than
-    ``cumsum(dtype=float64)``, which takes a slow path on CPU.
+    ``cumsum(dtype=float64)``, which takes a slow path on CPU. Apple's MPS has no float64: there
+    the sums are float32 (rounding then shifts a token's mass by up to about 1e-7).
     """
-    cumulative = probs.double().cumsum(dim=-1)
-    draw = torch.rand(
-        (probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device
-    )
+    wide = torch.float32 if probs.device.type == "mps" else torch.float64
+    cumulative = probs.to(wide).cumsum(dim=-1)
+    draw = torch.rand((probs.shape[0], 1), generator=generator, dtype=wide, device=probs.device)
     u = (1.0 - draw) * cumulative[:, -1:]  # (0, total]: 1 - draw is exact, so u > 0
     return torch.searchsorted(cumulative, u).squeeze(1)
 
