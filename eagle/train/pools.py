@@ -24,9 +24,10 @@ VAL_POOL = "pool-val.jsonl"
 V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0 selection
 # chunks that train once more on the data of the earlier chunks listed, captured again from
 # their committed answers, shuffled together with their own new data (if any: REPLAY_ONLY).
-# Follow-up chunks come mixed with first turns, about half of each mix (on follow-ups alone
-# chunk 9 lowered first-turn acceptance); the model card's chunk sections give each choice and
-# what it measured. A capture runs at about 600 tokens/s on a 2-core AMD CPU.
+# Follow-up chunks come mixed with first turns (on follow-ups alone chunk 9 lowered first-turn
+# acceptance): about half of each mix up to chunk 15, about three quarters of the answer tokens
+# from chunk 16 on (chunk 15's half did not move step-0 top-1, chunk 16's three quarters added
+# 0.009); the model card's chunk sections give each choice and what it measured. A capture runs at about 600 tokens/s on a 2-core AMD CPU.
 REPLAYS: dict[int, tuple[int, ...]] = {
     10: (5, 6, 7, 8, 9),
     11: (2, 3, 4),
@@ -35,6 +36,7 @@ REPLAYS: dict[int, tuple[int, ...]] = {
     14: (4, 5, 6, 12),
     15: (7, 8),
     16: (2, 3, 4),
+    17: (5, 6, 7),
 }
 # replay chunks that answer no new prompt (the chunks after one take the slice it would have)
 REPLAY_ONLY = frozenset({10})
