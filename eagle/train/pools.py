@@ -26,8 +26,9 @@ V1_SELECTION = 4000  # v1 trained on this many first conversations of the seed-0
 # their committed answers, shuffled together with their own new data (if any: REPLAY_ONLY).
 # Follow-up chunks come mixed with first turns (on follow-ups alone chunk 9 lowered first-turn
 # acceptance): about half of each mix up to chunk 15, about three quarters of the answer tokens
-# from chunk 16 on (chunk 15's half did not move step-0 top-1, chunk 16's three quarters added
-# 0.009); the model card's chunk sections give each choice and what it measured. A capture runs at about 600 tokens/s on a 2-core AMD CPU.
+# from chunk 16 on (with the same 60-step anneal, chunk 15's half did not move step-0 top-1,
+# chunk 16's three quarters added 0.009); the model card's chunk sections give each choice and
+# what it measured. A capture runs at about 600 tokens/s on a 2-core AMD CPU.
 REPLAYS: dict[int, tuple[int, ...]] = {
     10: (5, 6, 7, 8, 9),
     11: (2, 3, 4),
