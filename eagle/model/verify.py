@@ -101,7 +101,8 @@ def sample_rows(probs: Tensor, generator: torch.Generator | None = None) -> Tens
     mass reaches u. A zero-probability token is never drawn (its cumulative mass equals its
     predecessor's, which is already below u). ``torch.multinomial`` draws the same distribution
     (the tests compare them) but costs an exponential variate per vocabulary entry on CPU:
-    about 9 ms for 12 rows of 49,152 against 0.6 ms here (timed with both cores busy). ``double().cumsum`` rather than
+    about 9 ms for 12 rows of 49,152 against 0.6 ms here (timed with both cores busy). The
+    probabilities are converted first and then summed (``.to(float64).cumsum``) rather than
     ``cumsum(dtype=float64)``, which takes a slow path on CPU. Apple's MPS has no float64: there
     the sums are float32 (rounding then shifts a token's mass by up to about 1e-7).
     """
