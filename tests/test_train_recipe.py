@@ -83,7 +83,7 @@ def test_first_chunk_answers_validation_and_trains_from_scratch(tmp_path, campai
     assert stable.startswith("python -m eagle.train.main ") and "--init-head" not in stable
     assert "--schedule constant" in stable and f"--val-data {tmp_path}/val" in stable
     assert f"--lr {recipe.STABLE_LR}" in stable and f"--lr {recipe.STABLE_LR}" in anneal
-    assert "--schedule linear" in anneal and "--max-steps" in anneal
+    assert "--schedule linear" in anneal and f"--epochs {recipe.ANNEAL_EPOCHS}" in anneal
     assert anneal.endswith(f"--init-head {tmp_path}/stable-c0/head")
 
 
